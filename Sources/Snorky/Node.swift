@@ -1,0 +1,168 @@
+public import Logging
+public import NIOCore
+public import SnorkyProtocol
+import Synchronization
+
+/// Limits and policies of the framework layer, independent of the transport.
+public struct NodeConfiguration: Sendable {
+    /// JSON nesting deeper than this is `Invalid JSON`.
+    public var maxJSONDepth: Int = JSON.defaultMaxDepth
+    /// Protocol errors allowed per connection in a window before close 1008.
+    public var protocolErrorBudget = ProtocolErrorBudget()
+    /// Frames a connection may have waiting for processing; past it the connection is
+    /// closed (1008) rather than buffering without bound.
+    public var maxQueuedFrames = 1024
+
+    public init() {}
+}
+
+/// One worker's view of Snorky: its services, its clients, its hub and its bus.
+/// The transport-independent half of a worker; the server feeds it frames.
+public final class Node: Sendable {
+    /// Unique across the cluster (used to tag state and route direct messages).
+    public let id: String
+    public let bus: any Bus
+    public let hub: Hub
+    public let logger: Logger
+    public let configuration: NodeConfiguration
+
+    private let registry = Mutex<[String: any Service]>([:])
+    private let registrationOrder = Mutex<[any Service]>([])
+    private let nextClientID = Atomic<UInt64>(1)
+    private let connectedClients = Atomic<Int>(0)
+
+    public init(id: String, bus: any Bus, configuration: NodeConfiguration = NodeConfiguration(), logger: Logger) {
+        self.id = id
+        self.bus = bus
+        self.hub = Hub()
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Starts the bus feeding the hub.
+    public func start() async throws {
+        try await bus.start(receiver: hub)
+    }
+
+    public func shutdown() async {
+        await bus.shutdown()
+    }
+
+    // MARK: Services
+
+    /// Registers a service under its `name`. Call before serving; a second service with the
+    /// same name replaces the first.
+    public func register(_ service: any Service) {
+        precondition(service.name != ProtocolErrorMessage.service, "'snorky' is reserved for protocol errors")
+        registry.withLock { $0[service.name] = service }
+        registrationOrder.withLock { order in
+            order.removeAll { $0.name == service.name }
+            order.append(service)
+        }
+    }
+
+    public func service(named name: String) -> (any Service)? {
+        registry.withLock { $0[name] }
+    }
+
+    public var serviceNames: [String] {
+        registrationOrder.withLock { $0.map(\.name) }
+    }
+
+    // MARK: Clients
+
+    public func makeClient(transport: any Transport, identity: String? = nil) -> Client {
+        let id = nextClientID.wrappingAdd(1, ordering: .relaxed).oldValue
+        return Client(id: id, node: self, transport: transport, identity: identity)
+    }
+
+    public var clientCount: Int {
+        connectedClients.load(ordering: .relaxed)
+    }
+
+    func clientConnected(_ client: Client) async {
+        connectedClients.add(1, ordering: .relaxed)
+        for service in registrationOrder.withLock({ $0 }) {
+            await service.clientConnected(client)
+        }
+    }
+
+    func clientDisconnected(_ client: Client) async {
+        connectedClients.subtract(1, ordering: .relaxed)
+        for topic in client.closeAndTakeTopics() {
+            hub.remove(client, from: topic)
+            bus.unsubscribe(topic: topic)
+        }
+        for service in registrationOrder.withLock({ $0 }) {
+            await service.clientDisconnected(client)
+        }
+    }
+
+    /// Handles one inbound text message: decodes the envelope and routes it, answering
+    /// protocol errors on the reserved `snorky` service.
+    public func receive(_ bytes: some Collection<UInt8>, from client: Client) async {
+        let envelope: Envelope
+        do {
+            envelope = try Envelope.decode(bytes, maxDepth: configuration.maxJSONDepth)
+        } catch {
+            sendProtocolError(error.message, to: client)
+            return
+        }
+        guard let service = service(named: envelope.service) else {
+            sendProtocolError(ProtocolErrorMessage.unknownService, to: client)
+            return
+        }
+        await service.handle(message: envelope.message, from: client)
+    }
+
+    private func sendProtocolError(_ message: String, to client: Client) {
+        let envelope = RPCMessage.protocolError(message)
+        client.send(service: envelope.service, message: envelope.message)
+        reportProtocolError(from: client)
+    }
+
+    /// Counts a protocol error against the client's budget and closes it (1008) when over.
+    public func reportProtocolError(from client: Client) {
+        if client.recordProtocolError() {
+            logger.notice("closing client: too many protocol errors", metadata: ["client": "\(client.id)"])
+            client.close(code: CloseCode.policyViolation, reason: "Too many protocol errors")
+        }
+    }
+
+    // MARK: Cluster primitives
+
+    /// Subscribes `client` to `topic` on this worker (and the bus, on the first local
+    /// subscriber). Returns false if it was already subscribed or is gone. Returns once
+    /// publications on the topic will reach the client.
+    @discardableResult
+    public func subscribe(_ client: Client, to topic: String) async -> Bool {
+        guard client.insertTopic(topic) else { return false }
+        hub.add(client, to: topic)
+        await bus.subscribe(topic: topic)
+        return true
+    }
+
+    /// Removes `client` from `topic`. Returns false if it was not subscribed.
+    @discardableResult
+    public func unsubscribe(_ client: Client, from topic: String) -> Bool {
+        guard client.removeTopic(topic) else { return false }
+        hub.remove(client, from: topic)
+        bus.unsubscribe(topic: topic)
+        return true
+    }
+
+    /// Publishes an encoded notification envelope to every subscriber of `topic`
+    /// everywhere. Throws `BusError` when the bus cannot take it.
+    public func publish(topic: String, payload: [UInt8]) async throws(BusError) {
+        var buffer = ByteBuffer()
+        buffer.writeBytes(payload)
+        try await bus.publish(topic: topic, payload: buffer)
+    }
+
+    /// Builds `{"service": service, "message": message}` once and publishes it on `topic`.
+    public func broadcast(service: String, message: JSON, topic: String) async throws(BusError) {
+        var bytes: [UInt8] = []
+        Envelope.encode(service: service, message: message, into: &bytes)
+        try await publish(topic: topic, payload: bytes)
+    }
+}

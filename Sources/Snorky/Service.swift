@@ -1,0 +1,26 @@
+public import SnorkyProtocol
+
+/// A named endpoint clients talk to with `{"service": name, "message": ...}`.
+///
+/// Implement it as an `actor` (or a `Sendable` class) to get raw messages; most services
+/// are `RPCService`s instead, declared with `@RPCService` and `@Command`.
+public protocol Service: AnyObject, Sendable {
+    /// The name clients address; chosen when the server is assembled.
+    var name: String { get }
+
+    func clientConnected(_ client: Client) async
+    func clientDisconnected(_ client: Client) async
+
+    /// Handles one message sent to this service by `client`.
+    func handle(message: JSON, from client: Client) async
+}
+
+extension Service {
+    public func clientConnected(_ client: Client) async {}
+    public func clientDisconnected(_ client: Client) async {}
+
+    /// Sends `message` to `client` on this service.
+    public func send(_ message: JSON, to client: Client) {
+        client.send(service: name, message: message)
+    }
+}

@@ -1,0 +1,28 @@
+public import NIOCore
+
+/// The connection under a `Client`: a WebSocket channel in the server, a recording stub in
+/// tests. Everything lives on one event loop, so fan-out can write to many transports of a
+/// loop in one task and flush each once.
+public protocol Transport: AnyObject, Sendable {
+    var eventLoop: any EventLoop { get }
+
+    /// Writes without flushing. Must be called on `eventLoop`.
+    func write(_ frame: OutboundFrame)
+
+    /// Flushes pending writes. Must be called on `eventLoop`.
+    func flush()
+
+    /// Closes the connection with a WebSocket close code. Callable from any thread.
+    func close(code: UInt16, reason: String)
+}
+
+extension Transport {
+    /// Writes and flushes from any thread. Always goes through the loop's task queue so it
+    /// stays ordered after fan-out batches already queued for this loop.
+    public func send(_ frame: OutboundFrame) {
+        eventLoop.execute {
+            self.write(frame)
+            self.flush()
+        }
+    }
+}
