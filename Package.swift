@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swiftlang/swift-syntax", from: "603.0.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C libraries and shims.
@@ -59,6 +60,8 @@ let package = Package(
             dependencies: ["Snorky", "SnorkyProtocol", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The seed's examples of writing a service: a calculator and a minimal pubsub.
+        .target(name: "SnorkyExamples", dependencies: ["Snorky", "SnorkyProtocol"], swiftSettings: strict),
         .target(
             name: "SnorkyRedis",
             dependencies: [
@@ -115,6 +118,7 @@ let package = Package(
             name: "snorky-bench",
             dependencies: [
                 "SnorkyProtocol",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -139,7 +143,8 @@ let package = Package(
         .testTarget(
             name: "SnorkyTests",
             dependencies: [
-                "Snorky", "SnorkyProtocol", "SnorkyServices",
+                "Snorky", "SnorkyProtocol", "SnorkyServices", "SnorkyExamples",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

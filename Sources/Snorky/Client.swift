@@ -63,8 +63,11 @@ public final class Client: Sendable, Hashable, CustomStringConvertible {
         send(OutboundFrame(service: service, message: message))
     }
 
+    /// Sends a frame. It goes through the same per-loop queue as fan-out deliveries, so a
+    /// connection receives frames in the order they were produced (a notification queued
+    /// before a response is written before it).
     public func send(_ frame: OutboundFrame) {
-        transport.send(frame)
+        node.hub.send(frame, to: self)
     }
 
     public func close(code: UInt16, reason: String = "") {

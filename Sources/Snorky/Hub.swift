@@ -77,6 +77,11 @@ public final class Hub: BusReceiver, Sendable {
         }
     }
 
+    /// Queues one frame for one client, in order with the fan-out of its event loop.
+    public func send(_ frame: OutboundFrame, to client: Client) {
+        writer(for: client.transport.eventLoop).enqueue(frame, to: [client])
+    }
+
     private func snapshot(of topic: String) -> [(writer: LoopWriter, clients: [Client])]? {
         shard(for: topic).topics.withLock { topics -> [(writer: LoopWriter, clients: [Client])]? in
             guard var entry = topics[topic] else { return nil }

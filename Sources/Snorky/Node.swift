@@ -28,6 +28,7 @@ public final class Node: Sendable {
 
     private let registry = Mutex<[String: any Service]>([:])
     private let registrationOrder = Mutex<[any Service]>([])
+    private let backendRegistry = Mutex<[String: any Service]>([:])
     private let nextClientID = Atomic<UInt64>(1)
     private let connectedClients = Atomic<Int>(0)
 
@@ -63,6 +64,16 @@ public final class Node: Sendable {
 
     public func service(named name: String) -> (any Service)? {
         registry.withLock { $0[name] }
+    }
+
+    /// Registers a service reachable only through the backend HTTP API (e.g.
+    /// `pubsub_backend`), never from WebSocket clients.
+    public func registerBackend(_ service: any Service) {
+        backendRegistry.withLock { $0[service.name] = service }
+    }
+
+    public func backendService(named name: String) -> (any Service)? {
+        backendRegistry.withLock { $0[name] }
     }
 
     public var serviceNames: [String] {

@@ -71,7 +71,7 @@ extension JSON: Equatable {
         case (.int(let a), .int(let b)): a == b
         case (.double(let a), .double(let b)): a == b
         case (.int(let a), .double(let b)), (.double(let b), .int(let a)): Int64(exactly: b) == a
-        case (.string(let a), .string(let b)): a == b
+        case (.string(let a), .string(let b)): a.isIdentical(to: b)
         case (.array(let a), .array(let b)): a == b
         case (.object(let a), .object(let b)): a == b
         default: false
@@ -158,13 +158,13 @@ public struct JSONObject: Sendable {
 
     public subscript(key: String) -> JSON? {
         get {
-            for member in members where member.key == key {
+            for member in members where member.key.isIdentical(to: key) {
                 return member.value
             }
             return nil
         }
         set {
-            if let index = members.firstIndex(where: { $0.key == key }) {
+            if let index = members.firstIndex(where: { $0.key.isIdentical(to: key) }) {
                 if let newValue {
                     members[index].value = newValue
                 } else {
@@ -189,8 +189,8 @@ extension JSONObject: Equatable {
         if lhs.count <= 8 {
             return lhs.members.allSatisfy { rhs[$0.key] == $0.value }
         }
-        let right = Dictionary(rhs.members, uniquingKeysWith: { _, last in last })
-        return lhs.members.allSatisfy { right[$0.key] == $0.value }
+        let right = Dictionary(rhs.members.map { (ExactKey($0.key), $0.value) }, uniquingKeysWith: { _, last in last })
+        return lhs.members.allSatisfy { right[ExactKey($0.key)] == $0.value }
     }
 }
 
@@ -212,5 +212,33 @@ extension JSONObject: Hashable {
 extension JSONObject: ExpressibleByDictionaryLiteral {
     public init(dictionaryLiteral elements: (String, JSON)...) {
         self.init(elements)
+    }
+}
+
+extension String {
+    /// JSON compares strings by code points (RFC 8259 section 8.3), as JavaScript does;
+    /// Swift's `==` also equates canonically equivalent strings ("é" and "e\u{301}"),
+    /// which would merge channels a JavaScript client sees as different.
+    @inlinable
+    public func isIdentical(to other: String) -> Bool {
+        utf8.elementsEqual(other.utf8)
+    }
+}
+
+/// A dictionary key with JSON's string equality (see `String.isIdentical(to:)`). Hashing
+/// with String's own hash is consistent: identical strings are always `==` in Swift.
+struct ExactKey: Hashable {
+    let value: String
+
+    init(_ value: String) {
+        self.value = value
+    }
+
+    static func == (lhs: ExactKey, rhs: ExactKey) -> Bool {
+        lhs.value.isIdentical(to: rhs.value)
+    }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(value)
     }
 }

@@ -17,8 +17,10 @@ extension JSON {
         String(decoding: encodedBytes(), as: UTF8.self)
     }
 
-    /// The canonical text: compact, with object keys sorted. Two equal values have the same
-    /// canonical text, so it can name a channel on the bus.
+    /// The canonical text: compact, object keys sorted by code points, integral numbers as
+    /// integers, and every non-ASCII character escaped. Equal values have the same canonical
+    /// text and different values different text, so it can name a channel on the bus; being
+    /// ASCII, it also compares the same as bytes and as Swift strings.
     public func canonicalString() -> String {
         var output: [UInt8] = []
         write(into: &output, canonical: true)
@@ -43,7 +45,7 @@ extension JSON {
                 output.append(contentsOf: value.description.utf8)
             }
         case .string(let value):
-            JSON.writeString(value, into: &output)
+            JSON.writeString(value, into: &output, asciiOnly: canonical)
         case .array(let values):
             output.append(UInt8(ascii: "["))
             for (position, value) in values.enumerated() {
@@ -53,10 +55,13 @@ extension JSON {
             output.append(UInt8(ascii: "]"))
         case .object(let object):
             output.append(UInt8(ascii: "{"))
-            let members = canonical ? object.members.sorted { $0.key < $1.key } : object.members
+            let members =
+                canonical
+                ? object.members.sorted { $0.key.unicodeScalars.lexicographicallyPrecedes($1.key.unicodeScalars) }
+                : object.members
             for (position, member) in members.enumerated() {
                 if position > 0 { output.append(UInt8(ascii: ",")) }
-                JSON.writeString(member.key, into: &output)
+                JSON.writeString(member.key, into: &output, asciiOnly: canonical)
                 output.append(UInt8(ascii: ":"))
                 member.value.write(into: &output, canonical: canonical)
             }
@@ -64,31 +69,53 @@ extension JSON {
         }
     }
 
-    /// Writes a quoted JSON string, escaping only what JSON requires.
-    public static func writeString(_ string: String, into output: inout [UInt8]) {
+    /// Writes a quoted JSON string, escaping only what JSON requires (and, with
+    /// `asciiOnly`, every non-ASCII character as `\uXXXX`).
+    public static func writeString(_ string: String, into output: inout [UInt8], asciiOnly: Bool = false) {
         output.append(UInt8(ascii: "\""))
-        for byte in string.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""):
-                output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"):
-                output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0x0A:
-                output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case 0x0D:
-                output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case 0x09:
-                output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0..<0x20:
-                let hex: [UInt8] = Array("0123456789abcdef".utf8)
-                output.append(contentsOf: [
-                    UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                    hex[Int(byte >> 4)], hex[Int(byte & 0x0F)],
-                ])
-            default:
-                output.append(byte)
+        if asciiOnly, string.utf8.contains(where: { $0 >= 0x80 }) {
+            for unit in string.utf16 {
+                if unit < 0x80 {
+                    writeEscaped(UInt8(unit), into: &output)
+                } else {
+                    writeUnicodeEscape(unit, into: &output)
+                }
             }
+            output.append(UInt8(ascii: "\""))
+            return
+        }
+        for byte in string.utf8 {
+            writeEscaped(byte, into: &output)
         }
         output.append(UInt8(ascii: "\""))
+    }
+
+    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
+
+    private static func writeUnicodeEscape(_ unit: UInt16, into output: inout [UInt8]) {
+        output.append(contentsOf: [
+            UInt8(ascii: "\\"), UInt8(ascii: "u"),
+            hex[Int(unit >> 12)], hex[Int((unit >> 8) & 0xF)], hex[Int((unit >> 4) & 0xF)], hex[Int(unit & 0xF)],
+        ])
+    }
+
+    @inline(__always)
+    private static func writeEscaped(_ byte: UInt8, into output: inout [UInt8]) {
+        switch byte {
+        case UInt8(ascii: "\""):
+            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+        case UInt8(ascii: "\\"):
+            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+        case 0x0A:
+            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+        case 0x0D:
+            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+        case 0x09:
+            output.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+        case 0..<0x20:
+            writeUnicodeEscape(UInt16(byte), into: &output)
+        default:
+            output.append(byte)
+        }
     }
 }

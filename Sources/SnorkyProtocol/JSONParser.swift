@@ -107,7 +107,7 @@ struct JSONByteParser: ~Copyable {
         var members: [(key: String, value: JSON)] = []
         // Duplicate keys: the last one wins. A dictionary index is built only for large
         // objects so small ones stay cheap and large ones stay linear.
-        var positions: [String: Int]? = nil
+        var positions: [ExactKey: Int]? = nil
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -125,18 +125,18 @@ struct JSONByteParser: ~Copyable {
             skipWhitespace()
             let value = try parseValue()
             if positions == nil, members.count >= 16 {
-                var built: [String: Int] = [:]
-                for (position, member) in members.enumerated() { built[member.key] = position }
+                var built: [ExactKey: Int] = [:]
+                for (position, member) in members.enumerated() { built[ExactKey(member.key)] = position }
                 positions = built
             }
             if positions != nil {
-                if let existing = positions![key] {
+                if let existing = positions![ExactKey(key)] {
                     members[existing].value = value
                 } else {
-                    positions![key] = members.count
+                    positions![ExactKey(key)] = members.count
                     members.append((key, value))
                 }
-            } else if let existing = members.firstIndex(where: { $0.key == key }) {
+            } else if let existing = members.firstIndex(where: { $0.key.isIdentical(to: key) }) {
                 members[existing].value = value
             } else {
                 members.append((key, value))

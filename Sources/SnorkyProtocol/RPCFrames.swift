@@ -18,7 +18,8 @@ public struct RPCCall: Sendable, Equatable {
     /// `Malformed request` error can echo it.
     public static func decode(_ message: JSON) -> Result<RPCCall, MalformedRequest> {
         guard case .object(let object) = message else { return .failure(MalformedRequest(callId: nil)) }
-        let callId = object["callId"].flatMap { $0.isNull ? nil : $0 }
+        // `Optional.none`, not `nil`: a bare `nil` here is JSON's nil literal, i.e. `.null`.
+        let callId = object["callId"].flatMap { $0.isNull ? Optional.none : $0 }
         guard case .string(let command)? = object["command"], let params = object["params"] else {
             return .failure(MalformedRequest(callId: callId))
         }

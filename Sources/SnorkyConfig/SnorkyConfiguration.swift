@@ -1,0 +1,64 @@
+/// Every setting of a Snorky node, with its default. Filled in one place
+/// (`ConfigurationLoader`) from, in increasing priority: defaults, the TOML config file,
+/// `SNORKY_*` environment variables, and command-line flags.
+public struct SnorkyConfiguration: Sendable, Equatable {
+    public enum BusKind: String, Sendable, Equatable, CaseIterable {
+        /// Redis: the embedded private server, or the one `redis` names.
+        case redis
+        /// In-process only: a single worker, nothing shared.
+        case memory
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 5800
+    public var backendHost = "127.0.0.1"
+    public var backendPort = 5801
+    public var backendKey: String?
+    /// Worker processes; 0 means one per core.
+    public var workers = 0
+    /// Event-loop threads per worker.
+    public var threads = 1
+    public var bus = BusKind.redis
+    /// `redis://host:port/db` or `unix:///path`; nil starts a private redis-server.
+    public var redis: String?
+    /// Prefix of every Redis key and channel, so several clusters can share one Redis.
+    public var redisPrefix = "snorky"
+    /// Whether WebSocket clients may `publish` on pubsub.
+    public var clientPublish = true
+    public var maxFrameSize = 64 * 1024
+    public var maxOutboundBuffer = 1024 * 1024
+    public var backendMaxBodySize = 1024 * 1024
+    /// Seconds.
+    public var backendTimeout = 10.0
+    /// Seconds a graceful drain waits for clients.
+    public var drainTimeout = 10.0
+    public var protocolErrorLimit = 100
+    /// Seconds.
+    public var protocolErrorWindow = 10.0
+    public var logLevel = "info"
+
+    public init() {}
+
+    /// `workers` with 0 resolved to the number of cores.
+    public var resolvedWorkers: Int {
+        workers > 0 ? workers : max(1, SystemInfo.coreCount)
+    }
+}
+
+enum SystemInfo {
+    static var coreCount: Int {
+        #if os(Linux)
+        Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        #else
+        ProcessInfo.processInfo.activeProcessorCount
+        #endif
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#else
+import Foundation
+#endif

@@ -1,0 +1,141 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import Snorky
+import SnorkyProtocol
+import Synchronization
+
+/// The backend HTTP API's logic (PROTOCOL.md section 6), independent of HTTP parsing:
+/// key check, envelope decoding, dispatch to a backend service, and the reply.
+/// Every request gets an answer: at worst a 504 after `timeout`.
+final class BackendAPI: Sendable {
+    struct Reply: Sendable {
+        var status: HTTPResponseStatus
+        var body: ByteBuffer
+    }
+
+    static let keyHeader = "X-Backend-Key"
+    static let missingKeyMessage =
+        "Backend API disabled: no backend key is configured. Set --backend-key, SNORKY_BACKEND_KEY or backend_key in the config file."
+
+    private let node: Node
+    private let key: [UInt8]?
+    private let timeout: Duration
+    private let stats: @Sendable () -> JSON
+
+    init(node: Node, key: String?, timeout: Duration, stats: @escaping @Sendable () -> JSON) {
+        self.node = node
+        self.key = key.map { Array($0.utf8) }
+        self.timeout = timeout
+        self.stats = stats
+    }
+
+    /// `GET /stats`: this worker's counters, so operators and tests can see how
+    /// connections spread over workers. Needs the backend key like `/backend`.
+    func statsReply(presentedKey: String?) -> Reply {
+        if let refusal = checkKey(presentedKey) { return refusal }
+        return Reply(status: .ok, body: ByteBuffer(bytes: stats().encodedBytes()))
+    }
+
+    private func checkKey(_ presentedKey: String?) -> Reply? {
+        guard let key else {
+            return Self.error(.unauthorized, Self.missingKeyMessage)
+        }
+        guard let presentedKey, constantTimeEqual(Array(presentedKey.utf8), key) else {
+            return Self.error(.unauthorized, "Unauthorized")
+        }
+        return nil
+    }
+
+    func handle(presentedKey: String?, body: ByteBuffer, eventLoop: any EventLoop) async -> Reply {
+        if let refusal = checkKey(presentedKey) { return refusal }
+        let envelope: Envelope
+        do {
+            envelope = try Envelope.decode(body.readableBytesView, maxDepth: node.configuration.maxJSONDepth)
+        } catch {
+            return Self.error(.badRequest, error.message)
+        }
+        guard let service = node.backendService(named: envelope.service) else {
+            return Self.error(.notFound, ProtocolErrorMessage.unknownService)
+        }
+
+        let transport = BackendReplyTransport(eventLoop: eventLoop)
+        let client = node.makeClient(transport: transport)
+        let timeoutTask = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+            transport.fail(BackendTimeout())
+        }
+        Task { await service.handle(message: envelope.message, from: client) }
+        do {
+            let payload = try await transport.reply.get()
+            timeoutTask.cancel()
+            return Reply(status: Self.status(of: payload), body: payload)
+        } catch {
+            node.logger.warning(
+                "backend request timed out", metadata: ["service": "\(envelope.service)", "timeout": "\(timeout)"])
+            return Self.error(.gatewayTimeout, "Timeout: the service did not answer within \(timeout)")
+        }
+    }
+
+    /// RPC errors are answered with 200 (the envelope carries them), except a bus outage,
+    /// which is a 503 so load balancers and retry logic see it.
+    private static func status(of payload: ByteBuffer) -> HTTPResponseStatus {
+        guard let envelope = try? Envelope.decode(payload.readableBytesView),
+            envelope.message["type"] == "error",
+            envelope.message["message"] == .string(RPCErrorMessage.serviceUnavailable)
+        else { return .ok }
+        return .serviceUnavailable
+    }
+
+    static func error(_ status: HTTPResponseStatus, _ message: String) -> Reply {
+        let body = JSON.object(["error": .string(message)]).encodedBytes()
+        return Reply(status: status, body: ByteBuffer(bytes: body))
+    }
+}
+
+struct BackendTimeout: Error {}
+
+/// Compares secrets without an early exit, so response time does not reveal how many
+/// leading bytes of a guess were right.
+func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+    var difference = UInt8(truncatingIfNeeded: lhs.count ^ rhs.count)
+    let length = max(lhs.count, rhs.count)
+    for index in 0..<length {
+        let left = index < lhs.count ? lhs[index] : 0
+        let right = index < rhs.count ? rhs[index] : 0
+        difference |= left ^ right
+    }
+    return difference == 0
+}
+
+/// A transport whose first message becomes the HTTP response body.
+final class BackendReplyTransport: Transport {
+    let eventLoop: any EventLoop
+    private let promise: EventLoopPromise<ByteBuffer>
+    private let completed = Atomic<Bool>(false)
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+        self.promise = eventLoop.makePromise(of: ByteBuffer.self)
+    }
+
+    var reply: EventLoopFuture<ByteBuffer> { promise.futureResult }
+
+    func write(_ frame: OutboundFrame) {
+        complete(.success(frame.payload))
+    }
+
+    func flush() {}
+
+    func close(code: UInt16, reason: String) {}
+
+    func fail(_ error: any Error) {
+        complete(.failure(error))
+    }
+
+    /// The first message or the timeout wins; anything later is ignored.
+    private func complete(_ result: Result<ByteBuffer, any Error>) {
+        if completed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
+            promise.completeWith(result)
+        }
+    }
+}

@@ -1,0 +1,29 @@
+/// Where and how one worker serves. Filled by the `snorky` executable from flags,
+/// environment and the config file (see SnorkyConfig); defaults are safe for production.
+public struct ServerConfiguration: Sendable {
+    /// Public WebSocket listener.
+    public var host = "127.0.0.1"
+    public var port = 5800
+    /// The WebSocket endpoint path.
+    public var webSocketPath = "/ws"
+    /// Backend HTTP API listener: loopback unless told otherwise.
+    public var backendHost = "127.0.0.1"
+    public var backendPort = 5801
+    /// Key the backend API requires in `X-Backend-Key`; nil refuses every request.
+    public var backendKey: String?
+    /// Largest WebSocket message accepted (after reassembling fragments); larger closes 1009.
+    public var maxFrameSize = 64 * 1024
+    /// Bytes queued for a client that is not reading before it is closed as slow (4001).
+    public var maxOutboundBuffer = 1024 * 1024
+    /// Largest backend request body; larger gets 413.
+    public var backendMaxBodySize = 1024 * 1024
+    /// A backend request not answered in this time gets 504.
+    public var backendTimeout: Duration = .seconds(10)
+    /// How long a graceful drain waits for clients to leave before closing the rest.
+    public var drainTimeout: Duration = .seconds(10)
+
+    /// Extra fields this worker reports in `GET /stats` (e.g. its slot and pid).
+    public var statsLabels: [String: String] = [:]
+
+    public init() {}
+}

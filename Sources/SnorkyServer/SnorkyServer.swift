@@ -1,0 +1,182 @@
+public import Logging
+public import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+public import Snorky
+import SnorkyProtocol
+import Synchronization
+
+/// One worker's network face: the public WebSocket listener and the backend HTTP listener,
+/// both feeding the same `Node`.
+public final class SnorkyServer: Sendable {
+    /// How a listener gets its socket: bound here, or inherited from the supervisor.
+    public enum Listener: Sendable {
+        case bind(host: String, port: Int)
+        case inherited(descriptor: CInt)
+    }
+
+    public let configuration: ServerConfiguration
+    public let node: Node
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let connections = ConnectionRegistry()
+    private let serverChannels = Mutex<[any Channel]>([])
+    private let backendAPI: BackendAPI
+
+    public init(configuration: ServerConfiguration, node: Node, group: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.node = node
+        self.group = group
+        self.logger = logger
+        let connections = self.connections
+        self.backendAPI = BackendAPI(
+            node: node, key: configuration.backendKey, timeout: configuration.backendTimeout,
+            stats: {
+                var stats: JSONObject = [
+                    "node": .string(node.id),
+                    "connections": .int(Int64(connections.count)),
+                    "topics": .int(Int64(node.hub.topicCount)),
+                ]
+                for (key, value) in configuration.statsLabels.sorted(by: { $0.key < $1.key }) {
+                    stats[key] = .string(value)
+                }
+                return .object(stats)
+            })
+    }
+
+    /// Open WebSocket connections on this worker.
+    public var connectionCount: Int { connections.count }
+
+    /// Starts both listeners and returns their local addresses (public, backend).
+    public func start(
+        publicListener: Listener? = nil,
+        backendListener: Listener? = nil
+    ) async throws -> (public: SocketAddress, backend: SocketAddress) {
+        if configuration.backendKey == nil {
+            logger.warning("no backend key configured: the backend API refuses every request; set --backend-key or SNORKY_BACKEND_KEY")
+        }
+        let publicChannel = try await open(
+            publicListener ?? .bind(host: configuration.host, port: configuration.port),
+            bootstrap: publicBootstrap()
+        )
+        let backendChannel = try await open(
+            backendListener ?? .bind(host: configuration.backendHost, port: configuration.backendPort),
+            bootstrap: backendBootstrap()
+        )
+        serverChannels.withLock { $0 = [publicChannel, backendChannel] }
+        return (publicChannel.localAddress!, backendChannel.localAddress!)
+    }
+
+    private func open(_ listener: Listener, bootstrap: ServerBootstrap) async throws -> any Channel {
+        switch listener {
+        case .bind(let host, let port):
+            try await bootstrap.bind(host: host, port: port).get()
+        case .inherited(let descriptor):
+            try await bootstrap.withBoundSocket(descriptor).get()
+        }
+    }
+
+    /// Stops accepting new connections; existing ones are untouched.
+    public func stopAccepting() async {
+        let channels = serverChannels.withLock { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for channel in channels {
+            try? await channel.close()
+        }
+    }
+
+    /// Graceful drain: stop accepting, ask every client to reconnect elsewhere (1001), and
+    /// wait up to the drain timeout for them to go.
+    public func drain() async {
+        await stopAccepting()
+        connections.closeAll(code: CloseCode.goingAway, reason: "Server shutting down")
+        await connections.waitUntilEmpty(timeout: configuration.drainTimeout)
+    }
+
+    // MARK: Pipelines
+
+    private func publicBootstrap() -> ServerBootstrap {
+        let configuration = self.configuration
+        let node = self.node
+        let connections = self.connections
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: configuration.maxOutboundBuffer / 2, high: configuration.maxOutboundBuffer)
+            )
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.configurePublicPipeline(
+                        channel: channel, configuration: configuration, node: node, connections: connections)
+                }
+            }
+    }
+
+    private static func configurePublicPipeline(
+        channel: any Channel,
+        configuration: ServerConfiguration,
+        node: Node,
+        connections: ConnectionRegistry
+    ) throws {
+        let path = configuration.webSocketPath
+        let maxFrameSize = configuration.maxFrameSize
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: maxFrameSize,
+            automaticErrorHandling: false,
+            shouldUpgrade: { channel, head in
+                channel.eventLoop.makeSucceededFuture(requestPath(head.uri) == path ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: 1024,
+                            maxAccumulatedFrameSize: maxFrameSize
+                        )
+                    )
+                    try pipeline.addHandler(
+                        WebSocketConnectionHandler(node: node, connections: connections, identity: nil)
+                    )
+                }
+            }
+        )
+        let httpHandlerName = "snorky.public-http"
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in
+                    context.pipeline.syncOperations.removeHandler(name: httpHandlerName, promise: nil)
+                }
+            )
+        )
+        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path), name: httpHandlerName)
+    }
+
+    private func backendBootstrap() -> ServerBootstrap {
+        let api = backendAPI
+        let maxBodySize = configuration.backendMaxBodySize
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(BackendHTTPHandler(api: api, maxBodySize: maxBodySize))
+                }
+            }
+    }
+}
+
+/// The path part of a request URI (no query string).
+func requestPath(_ uri: String) -> String {
+    uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
+}

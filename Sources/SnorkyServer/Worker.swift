@@ -1,0 +1,73 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+public import Snorky
+public import SnorkyServices
+
+/// A complete worker: event loops, node, services and listeners, assembled from plain
+/// configuration. The `snorky` executable runs one per process; tests run one in-process
+/// on port 0.
+public final class Worker: Sendable {
+    public let node: Node
+    public let server: SnorkyServer
+    private let group: MultiThreadedEventLoopGroup
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - makeBus: builds the bus on the worker's event loops (so bus deliveries and client
+    ///     writes share threads).
+    ///   - registerServices: adds services to the node; defaults to the built-ins.
+    public init(
+        id: String,
+        server configuration: ServerConfiguration,
+        node nodeConfiguration: NodeConfiguration = NodeConfiguration(),
+        threads: Int = 1,
+        logger: Logger,
+        makeBus: (any EventLoopGroup) throws -> any Bus,
+        registerServices: (Node) -> Void = { BuiltinServices.register(on: $0) }
+    ) rethrows {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        self.logger = logger
+        let bus: any Bus
+        do {
+            bus = try makeBus(group)
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw error
+        }
+        self.node = Node(id: id, bus: bus, configuration: nodeConfiguration, logger: logger)
+        self.server = SnorkyServer(configuration: configuration, node: node, group: group, logger: logger)
+        registerServices(node)
+    }
+
+    /// A worker on an existing bus (tests use an `InMemoryBus`).
+    public convenience init(
+        id: String,
+        server configuration: ServerConfiguration,
+        node nodeConfiguration: NodeConfiguration = NodeConfiguration(),
+        bus: any Bus,
+        threads: Int = 1,
+        logger: Logger,
+        registerServices: (Node) -> Void = { BuiltinServices.register(on: $0) }
+    ) {
+        self.init(
+            id: id, server: configuration, node: nodeConfiguration, threads: threads, logger: logger,
+            makeBus: { _ in bus }, registerServices: registerServices)
+    }
+
+    /// Connects the bus and opens the listeners; returns their addresses.
+    public func start(
+        publicListener: SnorkyServer.Listener? = nil,
+        backendListener: SnorkyServer.Listener? = nil
+    ) async throws -> (public: SocketAddress, backend: SocketAddress) {
+        try await node.start()
+        return try await server.start(publicListener: publicListener, backendListener: backendListener)
+    }
+
+    /// Graceful stop: drain clients, close the bus, stop the event loops.
+    public func shutdown() async {
+        await server.drain()
+        await node.shutdown()
+        try? await group.shutdownGracefully()
+    }
+}

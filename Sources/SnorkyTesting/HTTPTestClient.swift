@@ -1,0 +1,167 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A minimal HTTP/1.1 client for tests of the backend API, health and metrics endpoints:
+/// one connection per request (`Connection: close`), a whole-request timeout, and the body
+/// returned as text.
+public enum HTTPTestClient {
+    public typealias Response = (status: Int, headers: [(String, String)], body: String)
+
+    /// Sends one request and returns the complete response.
+    ///
+    /// A `Host` header is added unless given, and `Content-Length` always (it is computed
+    /// from `body`). The timeout covers connecting, sending and reading the response.
+    public static func request(
+        method: String = "POST",
+        host: String,
+        port: Int,
+        path: String,
+        headers: [(String, String)] = [],
+        body: [UInt8] = [],
+        timeout: Duration = .seconds(10),
+        on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> Response {
+        var httpHeaders = HTTPHeaders()
+        if !headers.contains(where: { $0.0.lowercased() == "host" }) {
+            httpHeaders.add(name: "Host", value: "\(host):\(port)")
+        }
+        for (name, value) in headers where name.lowercased() != "content-length" {
+            httpHeaders.add(name: name, value: value)
+        }
+        httpHeaders.replaceOrAdd(name: "Content-Length", value: String(body.count))
+        httpHeaders.replaceOrAdd(name: "Connection", value: "close")
+        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: httpHeaders)
+
+        let (channel, response): (any Channel, EventLoopFuture<HTTPResponseRecorder.Result>)
+        do {
+            (channel, response) = try await ClientBootstrap(group: group)
+                .connectTimeout(TimeAmount(timeout))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        let recorder = HTTPResponseRecorder(promise: channel.eventLoop.makePromise())
+                        try channel.pipeline.syncOperations.addHandler(recorder)
+                        return (channel, recorder.promise.futureResult)
+                    }
+                }
+        } catch {
+            throw HTTPTestClientError.connectionFailed(host: host, port: port, reason: "\(error)")
+        }
+        defer { channel.close(promise: nil) }
+
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if !body.isEmpty {
+            channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+        }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+
+        do {
+            let result = try await response.get(timeout: timeout, closing: channel)
+            return (result.status, result.headers, result.body)
+        } catch is ChannelOperationTimedOut {
+            throw HTTPTestClientError.timedOut(method: method, path: path, after: timeout)
+        } catch {
+            throw HTTPTestClientError.incompleteResponse(method: method, path: path, reason: "\(error)")
+        }
+    }
+
+    /// `request` with a text body (sent as UTF-8).
+    public static func request(
+        method: String = "POST",
+        host: String,
+        port: Int,
+        path: String,
+        headers: [(String, String)] = [],
+        body: String,
+        timeout: Duration = .seconds(10),
+        on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> Response {
+        try await request(
+            method: method, host: host, port: port, path: path, headers: headers, body: Array(body.utf8),
+            timeout: timeout, on: group)
+    }
+
+    public static func get(
+        host: String,
+        port: Int,
+        path: String,
+        headers: [(String, String)] = [],
+        timeout: Duration = .seconds(10),
+        on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> Response {
+        try await request(method: "GET", host: host, port: port, path: path, headers: headers, timeout: timeout, on: group)
+    }
+}
+
+public enum HTTPTestClientError: Error, Sendable, Equatable, CustomStringConvertible {
+    case connectionFailed(host: String, port: Int, reason: String)
+    case timedOut(method: String, path: String, after: Duration)
+    /// The connection ended or failed before the response was complete.
+    case incompleteResponse(method: String, path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .connectionFailed(let host, let port, let reason): "could not connect to \(host):\(port): \(reason)"
+        case .timedOut(let method, let path, let duration): "\(method) \(path): no complete response within \(duration)"
+        case .incompleteResponse(let method, let path, let reason): "\(method) \(path): incomplete response (\(reason))"
+        }
+    }
+}
+
+/// Accumulates one response and completes the promise at its end.
+private final class HTTPResponseRecorder: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    struct Result: Sendable {
+        var status: Int
+        var headers: [(String, String)]
+        var body: String
+    }
+
+    let promise: EventLoopPromise<Result>
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
+    private var completed = false
+
+    init(promise: EventLoopPromise<Result>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            // A 1xx interim response is followed by the real one.
+            if head.status.code >= 200 || head.status.code == 101 { self.head = head }
+        case .body(let buffer):
+            body += buffer.readableBytesView
+        case .end:
+            guard let head else { return }
+            complete(.success(Result(
+                status: Int(head.status.code),
+                headers: head.headers.map { ($0.name, $0.value) },
+                body: String(decoding: body, as: UTF8.self))))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        complete(.failure(ChannelError.eof))
+        context.fireChannelInactive()
+    }
+
+    /// Also reached when the connection never became active (refused), which skips channelInactive.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        complete(.failure(ChannelError.eof))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        complete(.failure(error))
+        context.close(promise: nil)
+    }
+
+    private func complete(_ result: Swift.Result<Result, any Error>) {
+        guard !completed else { return }
+        completed = true
+        promise.completeWith(result)
+    }
+}

@@ -1,0 +1,156 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// The HTTP/1.1 upgrade that opens a `WebSocketTestClient` connection.
+enum WebSocketUpgrade {
+    enum Outcome: Sendable {
+        case upgraded
+        /// The server answered with another status; the future completes with the full response.
+        case rejected(EventLoopFuture<RejectedResponse>)
+    }
+
+    struct RejectedResponse: Sendable {
+        var status: Int
+        var body: String
+    }
+
+    struct Request: Sendable {
+        var host: String
+        var port: Int
+        var uri: String
+        var headers: [(String, String)]
+        var maxFrameSize: Int
+        var answersPings: Bool
+        var timeout: Duration
+    }
+
+    /// Connects, upgrades and returns the channel, whose last handler feeds `events`.
+    static func connect(
+        _ request: Request,
+        events: TimedQueue<WebSocketTestClient.Event>,
+        group: any EventLoopGroup
+    ) async throws -> any Channel {
+        let (channel, outcome): (any Channel, EventLoopFuture<Outcome>)
+        do {
+            (channel, outcome) = try await ClientBootstrap(group: group)
+                .connectTimeout(TimeAmount(request.timeout))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: request.host, port: request.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        (channel, try configurePipeline(channel, request: request, events: events))
+                    }
+                }
+        } catch {
+            throw WebSocketTestClientError.connectionFailed(host: request.host, port: request.port, reason: "\(error)")
+        }
+
+        do {
+            switch try await outcome.get(timeout: request.timeout, closing: channel) {
+            case .upgraded:
+                return channel
+            case .rejected(let response):
+                let response = try await response.get(timeout: request.timeout, closing: channel)
+                channel.close(promise: nil)
+                throw WebSocketTestClientError.upgradeRejected(status: response.status, body: response.body)
+            }
+        } catch is ChannelOperationTimedOut {
+            throw WebSocketTestClientError.timedOut(waitingFor: "the WebSocket upgrade response", after: request.timeout)
+        } catch let error as WebSocketTestClientError {
+            throw error
+        } catch {
+            channel.close(promise: nil)
+            throw WebSocketTestClientError.upgradeFailed(reason: "\(error)")
+        }
+    }
+
+    private static func configurePipeline(
+        _ channel: any Channel,
+        request: Request,
+        events: TimedQueue<WebSocketTestClient.Event>
+    ) throws -> EventLoopFuture<Outcome> {
+        var headers = HTTPHeaders()
+        if !request.headers.contains(where: { $0.0.lowercased() == "host" }) {
+            headers.add(name: "Host", value: "\(request.host):\(request.port)")
+        }
+        for (name, value) in request.headers { headers.add(name: name, value: value) }
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: headers)
+
+        let answersPings = request.answersPings
+        let upgrader = NIOTypedWebSocketClientUpgrader<Outcome>(
+            maxFrameSize: request.maxFrameSize,
+            // Protocol errors must reach the test as errors, not be answered on its behalf.
+            enableAutomaticErrorHandling: false,
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = WebSocketTestClientHandler(events: events, answersPings: answersPings)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                    return Outcome.upgraded
+                }
+            }
+        )
+        let upgrade = NIOTypedHTTPClientUpgradeConfiguration<Outcome>(
+            upgradeRequestHead: head,
+            upgraders: [upgrader],
+            notUpgradingCompletionHandler: { channel in
+                // NIO passes the buffered non-101 response down the pipeline once this returns.
+                channel.eventLoop.makeCompletedFuture {
+                    let recorder = RejectedResponseRecorder(promise: channel.eventLoop.makePromise())
+                    try channel.pipeline.syncOperations.addHandler(recorder)
+                    return Outcome.rejected(recorder.promise.futureResult)
+                }
+            }
+        )
+        var configuration = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: upgrade)
+        // Frames the server sends right behind its 101 may share a read with it; keep them.
+        configuration.leftOverBytesStrategy = .forwardBytes
+        return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: configuration)
+    }
+}
+
+/// Collects a refused upgrade's response so the error can show its status and body.
+private final class RejectedResponseRecorder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    let promise: EventLoopPromise<WebSocketUpgrade.RejectedResponse>
+    private var status: Int?
+    private var body: [UInt8] = []
+    private var completed = false
+
+    init(promise: EventLoopPromise<WebSocketUpgrade.RejectedResponse>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): status = Int(head.status.code)
+        case .body(let buffer): body += buffer.readableBytesView
+        case .end: complete()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        complete()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        complete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        complete()
+        context.close(promise: nil)
+    }
+
+    private func complete() {
+        guard !completed else { return }
+        completed = true
+        if let status {
+            promise.succeed(.init(status: status, body: String(decoding: body, as: UTF8.self)))
+        } else {
+            promise.fail(ChannelError.eof)
+        }
+    }
+}

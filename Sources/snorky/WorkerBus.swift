@@ -1,0 +1,29 @@
+import ArgumentParser
+import Logging
+import NIOCore
+import Snorky
+import SnorkyConfig
+import SnorkyRedis
+
+enum WorkerBus {
+    /// The bus a supervised worker uses: Redis at the configured URL (the supervisor puts
+    /// its private server's URL in SNORKY_REDIS when none is configured).
+    static func make(configuration: SnorkyConfiguration, group: any EventLoopGroup, logger: Logger) throws -> any Bus {
+        switch configuration.bus {
+        case .memory:
+            return InMemoryBus()
+        case .redis:
+            guard let url = configuration.redis else {
+                throw ValidationError("no Redis URL: pass --redis redis://HOST:PORT or let `snorky serve` start one")
+            }
+            var busConfiguration: RedisBusConfiguration
+            do {
+                busConfiguration = try RedisBusConfiguration(url: url)
+            } catch {
+                throw ValidationError("invalid --redis URL: \(error)")
+            }
+            busConfiguration.channelPrefix = configuration.redisPrefix
+            return RedisBus(configuration: busConfiguration, eventLoopGroup: group, logger: logger)
+        }
+    }
+}

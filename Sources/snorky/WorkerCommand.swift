@@ -1,0 +1,42 @@
+import ArgumentParser
+import Logging
+import Snorky
+import SnorkyConfig
+import SnorkyServer
+import SnorkySupervisor
+
+/// The worker role, started by the supervisor with the listening sockets inherited.
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Internal: a worker process started by `snorky serve`.",
+        shouldDisplay: false
+    )
+
+    @OptionGroup var options: ServerOptions
+
+    func run() async throws {
+        guard let environment = try WorkerEnvironment.current else {
+            throw ValidationError("`snorky worker` is started by `snorky serve`; run that instead")
+        }
+        environment.dieWithSupervisor()
+        let configuration = try options.load()
+        var logger = LoggingSetup.bootstrap(level: configuration.logLevel, role: "worker")
+        logger[metadataKey: "slot"] = "\(environment.slot)"
+        guard environment.listenFDs.count == 2 else {
+            throw ValidationError("expected 2 inherited sockets, got \(environment.listenFDs.count)")
+        }
+        try await WorkerRunner.run(
+            configuration: configuration,
+            publicListener: .inherited(descriptor: environment.listenFDs[0]),
+            backendListener: .inherited(descriptor: environment.listenFDs[1]),
+            makeBus: { group in
+                try WorkerBus.make(configuration: configuration, group: group, logger: logger)
+            },
+            logger: logger,
+            statsLabels: ["slot": "\(environment.slot)"],
+            onReady: { environment.reportReady() },
+            onDraining: { environment.reportDraining() }
+        )
+    }
+}

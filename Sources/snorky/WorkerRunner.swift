@@ -1,0 +1,86 @@
+import Logging
+import NIOCore
+import Snorky
+import SnorkyConfig
+import SnorkyServer
+import SnorkyServices
+
+/// Runs one worker until SIGTERM/SIGINT, then drains it. Shared by the in-process
+/// `serve --bus memory` mode and the supervised `worker` role.
+enum WorkerRunner {
+    static func run(
+        configuration: SnorkyConfiguration,
+        publicListener: SnorkyServer.Listener?,
+        backendListener: SnorkyServer.Listener?,
+        makeBus: (any EventLoopGroup) throws -> any Bus,
+        logger: Logger,
+        statsLabels: [String: String] = [:],
+        onReady: () -> Void = {},
+        onDraining: () -> Void = {}
+    ) async throws {
+        var options = BuiltinServiceOptions()
+        options.pubSubPolicy = PubSubPolicy(clientPublish: configuration.clientPublish)
+        var server = serverConfiguration(configuration)
+        server.statsLabels = statsLabels.merging(["pid": "\(getpid())"]) { first, _ in first }
+        let worker = try Worker(
+            id: nodeID(),
+            server: server,
+            node: nodeConfiguration(configuration),
+            threads: configuration.threads,
+            logger: logger,
+            makeBus: makeBus,
+            registerServices: { BuiltinServices.register(on: $0, options: options) }
+        )
+        let addresses = try await worker.start(publicListener: publicListener, backendListener: backendListener)
+        logger.info(
+            "worker listening",
+            metadata: ["ws": "\(describe(addresses.public))", "backend": "\(describe(addresses.backend))"]
+        )
+        onReady()
+        let signal = await TerminationSignal.wait()
+        logger.info("draining", metadata: ["signal": "\(signal)"])
+        onDraining()
+        await worker.shutdown()
+        logger.info("worker stopped")
+    }
+
+    static func serverConfiguration(_ configuration: SnorkyConfiguration) -> ServerConfiguration {
+        var server = ServerConfiguration()
+        server.host = configuration.host
+        server.port = configuration.port
+        server.backendHost = configuration.backendHost
+        server.backendPort = configuration.backendPort
+        server.backendKey = configuration.backendKey
+        server.maxFrameSize = configuration.maxFrameSize
+        server.maxOutboundBuffer = configuration.maxOutboundBuffer
+        server.backendMaxBodySize = configuration.backendMaxBodySize
+        server.backendTimeout = .seconds(configuration.backendTimeout)
+        server.drainTimeout = .seconds(configuration.drainTimeout)
+        return server
+    }
+
+    static func nodeConfiguration(_ configuration: SnorkyConfiguration) -> NodeConfiguration {
+        var node = NodeConfiguration()
+        node.protocolErrorBudget = ProtocolErrorBudget(
+            limit: configuration.protocolErrorLimit,
+            window: .seconds(configuration.protocolErrorWindow)
+        )
+        return node
+    }
+
+    /// Unique across the cluster: host, process and a random part (pids are reused).
+    static func nodeID() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(host):\(getpid()):\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,80 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import SnorkySupervisor
+
+/// The C spawn helper: descriptors land at 3, 4, … even when the sources sit in that very
+/// range (they must be moved out of the way first), for both spawn strategies.
+@Suite(.serialized) struct SpawnTests {
+    /// Where `fd` points, as the kernel shows it ("pipe:[123]", "socket:[456]", …).
+    func target(of fd: Int32, in pid: String = "self") -> String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        let count = readlink("/proc/\(pid)/fd/\(fd)", &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    @Test(arguments: [Int32(0), SIGTERM])
+    func placesDescriptorsEvenWhenSourcesOverlapTheTargets(deathSignal: Int32) async throws {
+        // Our own pipes only (other tests run in parallel in this process), numerous enough
+        // that some of them sit inside the target range 3..<3+count.
+        var sources: [Int32] = []
+        defer { sources.forEach { close($0) } }
+        // Close-on-exec, so children that other tests start meanwhile do not inherit them.
+        for _ in 0..<60 {
+            let pipe = try StatusPipe()
+            sources += [pipe.readEnd, pipe.writeEnd]
+        }
+        let outputPipe = try StatusPipe()
+        let output = [outputPipe.readEnd, outputPipe.writeEnd]
+        defer { close(output[0]) }
+        let inherited = Array(sources.reversed()) + [output[1]]
+        try #require(inherited.contains { $0 >= 3 && $0 < 3 + Int32(inherited.count) })
+        let expected = try sources.reversed().map { try #require(target(of: $0)) }
+
+        let script = """
+            import os, sys
+            n = int(sys.argv[1])
+            links = [os.readlink(f"/proc/self/fd/{3 + i}") for i in range(n)]
+            os.write(3 + n, " ".join(links).encode())
+            """
+        let request = SpawnRequest(
+            path: TestWorker.python,
+            arguments: [TestWorker.python, "-c", script, "\(sources.count)"],
+            environment: ["PATH": "/usr/bin:/bin"],
+            inheritedDescriptors: inherited,
+            deathSignal: deathSignal
+        )
+        let spawner = try SpawnerThread()
+        let pid = try #require(await spawner.run { request.spawn() }).get()
+        close(output[1])
+        let reader = output[0]
+        let (text, status) = try await DetachedThread.run(name: "test-reader") {
+            var data: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while case let count = read(reader, &buffer, buffer.count), count > 0 { data += buffer[0..<count] }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            return (String(decoding: data, as: UTF8.self), status)
+        }
+        spawner.stop()
+        #expect(ExitStatus(waitStatus: status) == .exited(code: 0))
+        #expect(text == expected.joined(separator: " "))
+    }
+
+    @Test(arguments: [Int32(0), SIGTERM])
+    func aMissingProgramIsAnErrorNotAChild(deathSignal: Int32) async throws {
+        let request = SpawnRequest(
+            path: "/nonexistent/program",
+            arguments: ["program"],
+            environment: [:],
+            deathSignal: deathSignal
+        )
+        let spawner = try SpawnerThread()
+        defer { spawner.stop() }
+        let result = try #require(await spawner.run { request.spawn() })
+        #expect(result.failure?.kind == .spawnFailed)
+        #expect(result.failure?.description.contains("No such file") == true)
+    }
+}
