@@ -160,7 +160,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyRedisTests",
-            dependencies: ["SnorkyRedis", "Snorky", "SnorkyTesting"],
+            dependencies: [
+                "SnorkyRedis", "Snorky", "SnorkyTesting",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -6,7 +6,7 @@ import Synchronization
 /// Sharded behind `Mutex`es; no lock is held across I/O. A publication is framed once, then
 /// handed to one `LoopWriter` per event loop that has subscribers (one task per loop, not per
 /// subscriber), which writes the shared frame to each connection and flushes each once.
-public final class Hub: BusReceiver, Sendable {
+public final class Hub: Sendable {
     private struct Topic {
         var clients: [ObjectIdentifier: Client] = [:]
         /// Subscribers grouped by loop; rebuilt lazily after a change so steady-state
@@ -68,12 +68,17 @@ public final class Hub: BusReceiver, Sendable {
         shards.reduce(0) { total, shard in total + shard.topics.withLock { $0.count } }
     }
 
-    /// Fans `payload` out to the local subscribers of `topic`.
-    public func deliver(topic: String, payload: ByteBuffer) {
+    /// Fans `payload` out to the local subscribers of `topic`, except `excluding`.
+    public func deliver(topic: String, payload: ByteBuffer, excluding: Client? = nil) {
         guard let groups = snapshot(of: topic) else { return }
         let frame = OutboundFrame(payload: payload)
         for group in groups {
-            group.writer.enqueue(frame, to: group.clients)
+            if let excluding, group.clients.contains(excluding) {
+                let others = group.clients.filter { $0 !== excluding }
+                if !others.isEmpty { group.writer.enqueue(frame, to: others) }
+            } else {
+                group.writer.enqueue(frame, to: group.clients)
+            }
         }
     }
 

@@ -18,10 +18,12 @@ public struct NodeConfiguration: Sendable {
 
 /// One worker's view of Snorky: its services, its clients, its hub and its bus.
 /// The transport-independent half of a worker; the server feeds it frames.
-public final class Node: Sendable {
+public final class Node: BusReceiver, Sendable {
     /// Unique across the cluster (used to tag state and route direct messages).
     public let id: String
     public let bus: any Bus
+    /// Cluster-wide shared state (participant names, presence, cursors, …).
+    public let state: any ClusterState
     public let hub: Hub
     public let logger: Logger
     public let configuration: NodeConfiguration
@@ -30,23 +32,71 @@ public final class Node: Sendable {
     private let registrationOrder = Mutex<[any Service]>([])
     private let backendRegistry = Mutex<[String: any Service]>([:])
     private let nextClientID = Atomic<UInt64>(1)
+    private let clients = Mutex<[UInt64: Client]>([:])
+    private let livenessTask = Mutex<Task<Void, Never>?>(nil)
     private let connectedClients = Atomic<Int>(0)
 
-    public init(id: String, bus: any Bus, configuration: NodeConfiguration = NodeConfiguration(), logger: Logger) {
+    public init(
+        id: String,
+        bus: any Bus,
+        state: any ClusterState = InMemoryClusterState(),
+        configuration: NodeConfiguration = NodeConfiguration(),
+        logger: Logger
+    ) {
         self.id = id
         self.bus = bus
+        self.state = state
         self.hub = Hub()
         self.configuration = configuration
         self.logger = logger
     }
 
-    /// Starts the bus feeding the hub.
+    /// The bus topic of this node's inbox, where direct messages to its clients arrive.
+    public var inboxTopic: String { "node:\(id)" }
+
+    /// Starts the bus feeding this node and subscribes its inbox.
     public func start() async throws {
-        try await bus.start(receiver: hub)
+        try await bus.start(receiver: self)
+        await bus.subscribe(topic: inboxTopic)
     }
 
     public func shutdown() async {
+        livenessTask.withLock { task in
+            task?.cancel()
+            task = nil
+        }
         await bus.shutdown()
+    }
+
+    /// Keeps this node's heartbeat alive in the cluster state and reaps nodes whose
+    /// heartbeat expired, handing what was removed to every service so it can notify the
+    /// survivors. The owners of a dead worker's state are gone within `ttl + interval`.
+    public func startLiveness(interval: Duration = .seconds(1), ttl: Duration = .seconds(5)) {
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let self else { return }
+                await self.livenessRound(ttl: ttl)
+                try? await Task.sleep(for: interval)
+            }
+        }
+        livenessTask.withLock { $0 = task }
+    }
+
+    private func livenessRound(ttl: Duration) async {
+        do {
+            try await state.heartbeat(nodeID: id, ttl: ttl)
+            let reaped = try await state.reapDeadNodes(survivor: id)
+            guard !reaped.nodes.isEmpty else { return }
+            logger.notice(
+                "reaped the state of dead nodes",
+                metadata: ["nodes": "\(reaped.nodes)", "names": "\(reaped.names.count)",
+                    "presence": "\(reaped.presence.count)", "records": "\(reaped.records.count)"])
+            for service in registrationOrder.withLock({ $0 }) {
+                await service.stateReaped(reaped)
+            }
+        } catch {
+            logger.warning("liveness round failed", metadata: ["error": "\(error)"])
+        }
     }
 
     // MARK: Services
@@ -91,8 +141,19 @@ public final class Node: Sendable {
         connectedClients.load(ordering: .relaxed)
     }
 
+    /// The client's cluster-wide address.
+    public func address(of client: Client) -> ClientAddress {
+        ClientAddress(nodeID: id, clientID: client.id)
+    }
+
+    /// A connected client of this node by id.
+    public func localClient(id clientID: UInt64) -> Client? {
+        clients.withLock { $0[clientID] }
+    }
+
     func clientConnected(_ client: Client) async {
         connectedClients.add(1, ordering: .relaxed)
+        clients.withLock { $0[client.id] = client }
         for service in registrationOrder.withLock({ $0 }) {
             await service.clientConnected(client)
         }
@@ -100,6 +161,7 @@ public final class Node: Sendable {
 
     func clientDisconnected(_ client: Client) async {
         connectedClients.subtract(1, ordering: .relaxed)
+        clients.withLock { $0[client.id] = nil }
         for topic in client.closeAndTakeTopics() {
             hub.remove(client, from: topic)
             bus.unsubscribe(topic: topic)
@@ -163,17 +225,55 @@ public final class Node: Sendable {
     }
 
     /// Publishes an encoded notification envelope to every subscriber of `topic`
-    /// everywhere. Throws `BusError` when the bus cannot take it.
-    public func publish(topic: String, payload: [UInt8]) async throws(BusError) {
-        var buffer = ByteBuffer()
-        buffer.writeBytes(payload)
-        try await bus.publish(topic: topic, payload: buffer)
+    /// everywhere, except `excluding`. Throws `BusError` when the bus cannot take it.
+    public func publish(topic: String, envelope: [UInt8], excluding: ClientAddress? = nil) async throws(BusError) {
+        try await bus.publish(topic: topic, payload: NodePublication.topic(envelope: envelope, excluding: excluding))
     }
 
-    /// Builds `{"service": service, "message": message}` once and publishes it on `topic`.
-    public func broadcast(service: String, message: JSON, topic: String) async throws(BusError) {
+    /// Builds `{"service": service, "message": message}` once and publishes it on `topic`
+    /// to every subscriber everywhere, except `excluding` (e.g. the client that caused it).
+    public func broadcast(
+        service: String,
+        message: JSON,
+        topic: String,
+        excluding: Client? = nil
+    ) async throws(BusError) {
         var bytes: [UInt8] = []
         Envelope.encode(service: service, message: message, into: &bytes)
-        try await publish(topic: topic, payload: bytes)
+        try await publish(topic: topic, envelope: bytes, excluding: excluding.map(address(of:)))
+    }
+
+    /// Sends `{"service": service, "message": message}` to one client, wherever it is.
+    /// A client that is gone is silently skipped, as a closed connection would be.
+    public func send(service: String, message: JSON, to address: ClientAddress) async throws(BusError) {
+        if address.nodeID == id {
+            localClient(id: address.clientID)?.send(service: service, message: message)
+            return
+        }
+        var bytes: [UInt8] = []
+        Envelope.encode(service: service, message: message, into: &bytes)
+        try await bus.publish(topic: "node:\(address.nodeID)", payload: NodePublication.inbox(clientID: address.clientID, envelope: bytes))
+    }
+
+    // MARK: BusReceiver
+
+    public func deliver(topic: String, payload: ByteBuffer) {
+        if topic == inboxTopic {
+            guard let message = NodePublication.parseInbox(payload) else {
+                logger.warning("dropping a malformed direct message")
+                return
+            }
+            localClient(id: message.clientID)?.send(OutboundFrame(payload: message.envelope))
+            return
+        }
+        guard let publication = NodePublication.parseTopic(payload) else {
+            logger.warning("dropping a malformed publication", metadata: ["topic": "\(topic)"])
+            return
+        }
+        var skipped: Client?
+        if let excluded = publication.excluding, excluded.nodeID == id {
+            skipped = localClient(id: excluded.clientID)
+        }
+        hub.deliver(topic: topic, payload: publication.envelope, excluding: skipped)
     }
 }

@@ -13,11 +13,17 @@ public protocol Service: AnyObject, Sendable {
 
     /// Handles one message sent to this service by `client`.
     func handle(message: JSON, from client: Client) async
+
+    /// Cluster state owned by clients of a worker or node that died was removed by this
+    /// node; send the notifications its owners could not (e.g. chat `left`). Called on one
+    /// surviving node only.
+    func stateReaped(_ reaped: ReapedState) async
 }
 
 extension Service {
     public func clientConnected(_ client: Client) async {}
     public func clientDisconnected(_ client: Client) async {}
+    public func stateReaped(_ reaped: ReapedState) async {}
 
     /// Sends `message` to `client` on this service.
     public func send(_ message: JSON, to client: Client) {

@@ -52,7 +52,7 @@ func busConformance(_ behaviour: ConformanceBehaviour, makeBus: () async throws 
     let fixture = try await makeBus()
     let bus = fixture.bus
     let receiver = fixture.receiver
-    defer { _ = fixture }
+    defer { withExtendedLifetime(fixture.redis) {} }  // keep the server until the end
 
     switch behaviour {
     case .deliversOnceToASubscriber:

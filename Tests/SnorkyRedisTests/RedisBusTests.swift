@@ -10,6 +10,7 @@ import Testing
 struct RedisBusTests {
     @Test func deliversAcrossWorkersExactlyOnceInOrder() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "news")
@@ -28,6 +29,7 @@ struct RedisBusTests {
 
     @Test func publishReturnsAfterTheLocalDelivery() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "room")
@@ -55,6 +57,7 @@ struct RedisBusTests {
 
     @Test func subscribeReturnsOnlyOnceTheSubscriptionIsActive() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         for index in 0..<30 {
@@ -79,6 +82,7 @@ struct RedisBusTests {
 
     @Test func unsubscribesUpstreamAfterTheDebounce() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let debounce = TimeAmount.milliseconds(300)
         let a = try await startRedisBus(redis, unsubscribeDelay: debounce)
         await a.bus.subscribe(topic: "x")
@@ -110,6 +114,7 @@ struct RedisBusTests {
 
     @Test func aFreshSubscribeDuringAPendingUnsubscribeKeepsTheChannel() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis, unsubscribeDelay: .milliseconds(100))
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "keep")
@@ -126,6 +131,7 @@ struct RedisBusTests {
 
     @Test func usesTheConfiguredChannelPrefix() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis, prefix: "tenant-7")
         let other = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "t")
@@ -142,6 +148,7 @@ struct RedisBusTests {
 
     @Test func dropsUnknownEnvelopeVersions() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "v")
@@ -157,6 +164,7 @@ struct RedisBusTests {
 
     @Test func refusesOversizedPayloads() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis) { $0.maxPayloadBytes = 1_000 }
         await #expect(throws: BusError.payloadTooLarge("")) {
             try await a.bus.publish(topic: "t", payload: ByteBuffer(repeating: 0, count: 1_001))
@@ -167,6 +175,7 @@ struct RedisBusTests {
 
     @Test func carriesBigPayloadsUnchanged() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "big")
@@ -180,6 +189,7 @@ struct RedisBusTests {
 
     @Test func redisOutageFailsFastThenDeliveriesResumeWithoutResubscribing() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "live")
@@ -239,6 +249,7 @@ struct RedisBusTests {
 
     @Test func survivesARedisCrashWithAPendingLocalDelivery() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis) { $0.localDeliveryTimeout = .seconds(30) }
         await a.bus.subscribe(topic: "t")
         // Many publishes in flight when Redis dies: each returns or throws unavailable, none hangs.
@@ -265,6 +276,7 @@ struct RedisBusTests {
 
     @Test func startsWhileRedisIsDownAndConnectsWhenItComesUp() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         redis.stop()
         let a = try makeRedisBus(redis)
         let receiver = RecordingReceiver()
@@ -292,6 +304,7 @@ struct RedisBusTests {
 
     @Test func reconnectsAndResubscribesWhenTheSubscriberConnectionIsKilled() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         let b = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "t")
@@ -313,6 +326,7 @@ struct RedisBusTests {
 
     @Test func aStalledRedisFailsPublishesByTimeoutNotByHanging() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis) { $0.connection.commandTimeout = .milliseconds(300) }
         await a.bus.subscribe(topic: "t")
         // (Under heavy load the short timeout may already have cost a reconnect.)
@@ -343,6 +357,7 @@ struct RedisBusTests {
 
     @Test func worksOverTCPWithAPassword() async throws {
         let redis = try await RedisServerProcess(unixSocket: false, tcp: true, extraArguments: ["--requirepass", "pw"])
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let url = "redis://:pw@" + (try #require(redis.tcpURL)).dropFirst("redis://".count)
         func start() async throws -> StartedBus {
             var configuration = try RedisBusConfiguration(url: url)
@@ -375,6 +390,7 @@ struct RedisBusTests {
 
     @Test func shutdownClosesConnectionsAndStopsEverything() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let a = try await startRedisBus(redis)
         await a.bus.subscribe(topic: "t")
         a.bus.unsubscribe(topic: "t")  // a release timer is pending

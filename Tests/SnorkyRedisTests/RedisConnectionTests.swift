@@ -14,6 +14,7 @@ struct RedisServerProcessTests {
         var pid: Int32 = 0
         do {
             let redis = try await RedisServerProcess()
+            defer { withExtendedLifetime(redis) {} }  // keep the server until the end
             directory = redis.directory
             pid = try #require(redis.pid)
             #expect(redis.url.hasPrefix("unix:///tmp/"))
@@ -29,6 +30,7 @@ struct RedisServerProcessTests {
 
     @Test func tcpOnlyRestartAndKill() async throws {
         let redis = try await RedisServerProcess(unixSocket: false, tcp: true)
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let port = try #require(redis.port)
         #expect(redis.url == "redis://127.0.0.1:\(port)")
         try redis.command(["SET", "k", "v"])
@@ -52,6 +54,7 @@ struct RedisServerProcessTests {
 
     @Test func bothSocketAndTCP() async throws {
         let redis = try await RedisServerProcess(unixSocket: true, tcp: true)
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         #expect(redis.unixURL != nil)
         #expect(redis.tcpURL != nil)
         #expect(redis.url == redis.unixURL)
@@ -65,6 +68,7 @@ struct RedisServerProcessTests {
 struct RedisConnectionTests {
     @Test func setGetAndTypes() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let connection = try await RedisConnection.connect(to: RedisURL(redis.url))
         #expect(try await connection.send(["SET", "greeting", "hello"]) == .simpleString("OK"))
         #expect(try await connection.send(["GET", "greeting"]) == .bulkString("hello"))
@@ -87,6 +91,7 @@ struct RedisConnectionTests {
 
     @Test func errorRepliesThrowAndTheConnectionCarriesOn() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let connection = try await RedisConnection.connect(to: RedisURL(redis.url))
         do {
             try await connection.send(["NOSUCHCOMMAND", "x"])
@@ -107,6 +112,7 @@ struct RedisConnectionTests {
 
     @Test func pipelinesTenThousandCommandsInOrder() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let connection = try await RedisConnection.connect(to: RedisURL(redis.url))
         // Submitted without waiting: one write each, replies matched in FIFO order.
         let futures = (0..<10_000).map { _ in connection.submit(["INCR", "counter"]) }
@@ -122,6 +128,7 @@ struct RedisConnectionTests {
 
     @Test func selectsTheDatabaseFromTheURL() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let connection = try await RedisConnection.connect(to: RedisURL(redis.url + "?db=3"))
         try await connection.send(["SET", "where", "db3"])
         #expect(try redis.command(["-n", "3", "GET", "where"]) == "db3")
@@ -131,6 +138,7 @@ struct RedisConnectionTests {
 
     @Test func authenticatesWithThePasswordFromTheURL() async throws {
         let redis = try await RedisServerProcess(extraArguments: ["--requirepass", "s3cret"])
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         await #expect(throws: RedisError.self) {
             let connection = try await RedisConnection.connect(to: RedisURL(redis.url + "?password=wrong"))
             await connection.close()
@@ -151,6 +159,7 @@ struct RedisConnectionTests {
 
     @Test func commandTimeoutClosesTheConnection() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let connection = try await RedisConnection.connect(
             to: RedisURL(redis.url),
             configuration: RedisConnectionConfiguration(commandTimeout: .milliseconds(100))
@@ -172,6 +181,7 @@ struct RedisConnectionTests {
 
     @Test func outstandingCommandsFailWhenRedisGoesAway() async throws {
         let redis = try await RedisServerProcess()
+        defer { withExtendedLifetime(redis) {} }  // keep the server until the end
         let connection = try await RedisConnection.connect(to: RedisURL(redis.url))
         let blocked = connection.submit(["BLPOP", "nothing", 0])
         redis.kill()

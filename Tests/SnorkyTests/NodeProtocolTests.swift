@@ -1,5 +1,7 @@
+import Dispatch
 import Logging
 import NIOCore
+import NIOPosix
 import Snorky
 import SnorkyProtocol
 import SnorkyServices
@@ -245,6 +247,40 @@ private final class Gate: Sendable {
     }
 }
 
+/// A transport that behaves like a WebSocket channel: `close` takes effect on its event loop
+/// (from another thread it is queued there, as `ChannelTransport` does), and nothing is
+/// written after it. Records writes and the close in the order the loop saw them.
+private final class LoopClosingTransport: Transport {
+    let eventLoop: any EventLoop
+    private let state = Mutex<(log: [String], closed: Bool)>(([], false))
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func write(_ frame: OutboundFrame) {
+        state.withLock { state in
+            if !state.closed { state.log.append(frame.payloadString) }
+        }
+    }
+
+    func flush() {}
+
+    func close(code: UInt16, reason: String) {
+        let apply = {
+            self.state.withLock { state in
+                if !state.closed {
+                    state.closed = true
+                    state.log.append("close \(code)")
+                }
+            }
+        }
+        if eventLoop.inEventLoop { apply() } else { eventLoop.execute(apply) }
+    }
+
+    var log: [String] { state.withLock { $0.log } }
+}
+
 /// The framework layer's side of PROTOCOL.md sections 2-3 and pubsub, on an in-memory bus.
 @Suite("Node protocol")
 struct NodeProtocolTests {}
@@ -414,6 +450,42 @@ extension NodeProtocolTests {
             _ = try await connection.next()
             #expect(connection.transport.closeCode == CloseCode.policyViolation)
             await node.shutdown()
+        }
+
+        @Test("the close for too many errors is the last frame: replies produced after it are not written before it")
+        func closeIsLastFrame() async throws {
+            let node = try await TestNode.start()
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let loop = group.next()
+            let transport = LoopClosingTransport(eventLoop: loop)
+            let client = node.node.makeClient(transport: transport)
+            client.didConnect()
+
+            // The connection's loop is busy (as under load) while the node handles 150 bad
+            // frames; the 100th closes the connection.
+            let release = DispatchSemaphore(value: 0)
+            let blocked = DispatchSemaphore(value: 0)
+            loop.execute {
+                blocked.signal()
+                release.wait()
+            }
+            blocked.wait()
+            for _ in 0..<150 {
+                client.didReceive(text: ByteBuffer(string: "not json"))
+            }
+            // A request behind them: once the probe is running, all 150 were handled.
+            client.didReceive(text: ByteBuffer(string: #"{"service":"probe","message":{"command":"block","params":{}}}"#))
+            await node.probe.gate.waitUntilWaiting()
+            release.signal()
+            try await loop.submit {}.get()
+
+            let log = transport.log
+            #expect(log.count == 101)
+            #expect(log.last == "close \(CloseCode.policyViolation)")
+            #expect(log.firstIndex(of: "close \(CloseCode.policyViolation)") == 100, "\(log.count) entries")
+            node.probe.gate.open()
+            await node.shutdown()
+            try await group.shutdownGracefully()
         }
 
         @Test("each connection has its own budget")
