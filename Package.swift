@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swiftlang/swift-syntax", from: "603.0.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
@@ -57,7 +58,11 @@ let package = Package(
         ),
         .target(
             name: "SnorkyServices",
-            dependencies: ["Snorky", "SnorkyProtocol", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Snorky", "SnorkyProtocol", "SnorkyConfig",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         // The seed's examples of writing a service: a calculator and a minimal pubsub.
@@ -145,6 +150,7 @@ let package = Package(
             dependencies: [
                 "Snorky", "SnorkyProtocol", "SnorkyServices", "SnorkyExamples",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -21,6 +21,7 @@
 #                 Snorky's) or distributed (Nchan's default: messages stored in Redis) [nostore]
 #   REDIS_PORT / SNORKY_PORT / SNORKY_BACKEND_PORT / NCHAN_PORT   [6390 / 5800 / 5801 / 8090]
 #   SKIP_INSTALL=1, SKIP_BUILD=1   use what is there
+#   SNORKY_BIN / BENCH_BIN   binaries to use instead of $SCRATCH/release/{snorky,snorky-bench}
 #   SCRATCH       SwiftPM scratch path                             [.build-bench]
 #   OUT           where results go                                  [bench/results]
 set -euo pipefail
@@ -108,15 +109,19 @@ install_dependencies() {
 }
 
 build() {
+    local products=(snorky-bench)
+    [[ " $TARGETS " == *" snorky "* ]] && products+=(snorky)
     if [ "${SKIP_BUILD:-0}" != 1 ]; then
-        say "building snorky and snorky-bench (release)"
-        (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product snorky >>"$LOG" 2>&1 \
-            && swift build -c release --scratch-path "$SCRATCH" --product snorky-bench >>"$LOG" 2>&1) \
-            || die "build failed (see $LOG)"
+        for product in "${products[@]}"; do
+            say "building $product (release)"
+            (cd "$ROOT" && swift build -c release --scratch-path "$SCRATCH" --product "$product" >>"$LOG" 2>&1) \
+                || die "building $product failed (see $LOG)"
+        done
     fi
-    SNORKY="$SCRATCH/release/snorky"
-    BENCH="$SCRATCH/release/snorky-bench"
-    [ -x "$SNORKY" ] && [ -x "$BENCH" ] || die "no release binaries in $SCRATCH/release"
+    SNORKY=${SNORKY_BIN:-$SCRATCH/release/snorky}
+    BENCH=${BENCH_BIN:-$SCRATCH/release/snorky-bench}
+    [ -x "$BENCH" ] || die "no snorky-bench at $BENCH"
+    if [[ " $TARGETS " == *" snorky "* ]] && [ ! -x "$SNORKY" ]; then die "no snorky at $SNORKY"; fi
 }
 
 REDIS_PID=
@@ -146,7 +151,20 @@ start_snorky() {
     STARTED_PIDS+=("$SERVER_PID")
     wait_for_port "$SNORKY_PORT" "$SERVER_PID" snorky
     wait_for_port "$SNORKY_BACKEND_PORT" "$SERVER_PID" snorky
-    sleep 1  # let every worker finish starting (only the first one needs to listen)
+    # The supervisor listens before its workers run: wait until a worker answers.
+    for _ in $(seq 300); do
+        kill -0 "$SERVER_PID" 2>/dev/null || die "snorky exited during startup (see $OUT/raw/snorky.log)"
+        http_ok "$SNORKY_BACKEND_PORT" /health && break
+        sleep 0.1
+    done
+    http_ok "$SNORKY_BACKEND_PORT" /health || die "no snorky worker answers /health (see $OUT/raw/snorky.log)"
+    sleep 1  # and give the other worker a moment to start too
+}
+
+http_ok() {  # http_ok PORT PATH: whether GET answers 200
+    local reply
+    reply=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$1" >&3 && head -n1 <&3' "$1" "$2" 2>/dev/null) || return 1
+    [[ $reply == *" 200 "* ]]
 }
 
 write_nginx_config() {
@@ -229,7 +247,7 @@ workload_args() {
         fanout)   # (a) 2,000 subscribers on 1 channel, 100-byte messages, as fast as delivery keeps up
             echo "--connections $(scaled 2000) --channels 1 --payload 100 --rate 0 --duration $DURATION" ;;
         channels) # (b) 10,000 connections, 2 channels each out of 5,000
-            echo "--connections $(scaled 10000) --channels $(scaled 5000) --channels-per-connection 2 --payload 100 --rate 0 --duration $DURATION" ;;
+            echo "--connections $(scaled 10000) --channels $(scaled 5000) --channels-per-connection 2 --payload 100 --rate 0 --duration $DURATION --publishers 8 --pipeline 32" ;;
         idle)     # (c) 20,000 connected, subscribed clients: memory only
             echo "--connections $(scaled 20000) --channels $(scaled 20000) --publish-via none --hold 5" ;;
         latency)  # (d) latency at a fixed moderate rate: 1,000 connections on 100 channels, 1,000 msg/s
@@ -239,19 +257,20 @@ workload_args() {
 }
 
 run_one() {  # run_one WORKLOAD TARGET
-    local workload=$1 target=$2 target_args
+    local workload=$1 target=$2 target_args redis_args="--redis-pid $REDIS_PID"
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     if [ "$target" = snorky ]; then
         start_snorky
         target_args="--target snorky --port $SNORKY_PORT --publish-port $SNORKY_BACKEND_PORT"
+        [ "$SNORKY_BUS" = memory ] && redis_args=""
     else
         start_nchan
         target_args="--target nchan --port $NCHAN_PORT"
     fi
     say "$workload / $target"
-    # shellcheck disable=SC2046
+    # shellcheck disable=SC2046,SC2086
     if ! SNORKY_BACKEND_KEY="$BACKEND_KEY" "$BENCH" $target_args $(workload_args "$workload") \
-        --server-pid-tree "$SERVER_PID" --redis-pid "$REDIS_PID" \
+        --server-pid-tree "$SERVER_PID" $redis_args \
         --label "$workload/$target" --json-file "$RAW/$workload-$target.json" 2>>"$LOG" | tee -a "$LOG"; then
         say "$workload / $target failed (see $LOG)"
         rm -f "$RAW/$workload-$target.json"
@@ -332,7 +351,9 @@ write_report() {
             esac
         done
         echo
-        echo "Workloads: **fanout** — $(workload_args fanout); **channels** — $(workload_args channels); **idle** — $(workload_args idle); **latency** — $(workload_args latency). Publishing is by HTTP POST for both (Snorky's backend API, Nchan's publisher location)."
+        printf 'Workloads (snorky-bench arguments):'
+        for workload in $WORKLOADS; do printf ' **%s** `%s`;' "$workload" "$(workload_args "$workload")"; done
+        echo " publishing is by HTTP POST for both (Snorky's backend API, Nchan's publisher location)."
         echo "\"Full load\" latencies include queueing: the publisher keeps the delivery pipeline full, so they measure the server's backlog, not its best case; the latency workload measures that. Ratios are Snorky divided by Nchan: above 1 is better for rates, below 1 is better for CPU, memory and latency."
         local warnings
         warnings=$(for f in "$RAW"/*.json; do [ -f "$f" ] && jq -r --arg f "$(basename "$f" .json)" '.warnings[]? | "- \($f): \(.)"' "$f"; done 2>/dev/null || true)

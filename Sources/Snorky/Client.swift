@@ -70,8 +70,9 @@ public final class Client: Sendable, Hashable, CustomStringConvertible {
         node.hub.send(frame, to: self)
     }
 
+    /// Closes the connection after every frame already queued for it.
     public func close(code: UInt16, reason: String = "") {
-        transport.close(code: code, reason: reason)
+        node.hub.close(self, code: code, reason: reason)
     }
 
     // MARK: Topics (bookkeeping for Node.subscribe / unsubscribe)

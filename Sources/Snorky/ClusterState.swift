@@ -72,6 +72,13 @@ public protocol ClusterState: Sendable {
 
     /// Removes everything one client owns in `space` (its connection closed) and returns it.
     func removeAll(ownedBy owner: ClientAddress, in space: String) async throws(BusError) -> ReapedState
+
+    /// Releases connections and timers.
+    func shutdown() async
+}
+
+extension ClusterState {
+    public func shutdown() async {}
 }
 
 public enum NameRelease: Sendable, Equatable {
@@ -99,6 +106,12 @@ public struct ReapedState: Sendable, Equatable {
         public var space: String
         public var name: String
         public var owner: ClientAddress
+
+        public init(space: String, name: String, owner: ClientAddress) {
+            self.space = space
+            self.name = name
+            self.owner = owner
+        }
     }
 
     public struct Presence: Sendable, Equatable {
@@ -108,12 +121,26 @@ public struct ReapedState: Sendable, Equatable {
         public var connection: ClientAddress
         /// The member has no connection left in the group.
         public var isLast: Bool
+
+        public init(space: String, group: String, member: String, connection: ClientAddress, isLast: Bool) {
+            self.space = space
+            self.group = group
+            self.member = member
+            self.connection = connection
+            self.isLast = isLast
+        }
     }
 
     public struct Record: Sendable, Equatable {
         public var space: String
         public var group: String
         public var record: ClusterRecord
+
+        public init(space: String, group: String, record: ClusterRecord) {
+            self.space = space
+            self.group = group
+            self.record = record
+        }
     }
 
     public var names: [Name] = []

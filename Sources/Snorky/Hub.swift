@@ -87,6 +87,11 @@ public final class Hub: Sendable {
         writer(for: client.transport.eventLoop).enqueue(frame, to: [client])
     }
 
+    /// Queues a close after everything already queued for the client's loop.
+    public func close(_ client: Client, code: UInt16, reason: String) {
+        writer(for: client.transport.eventLoop).enqueue(.close(client, code: code, reason: reason))
+    }
+
     private func snapshot(of topic: String) -> [(writer: LoopWriter, clients: [Client])]? {
         shard(for: topic).topics.withLock { topics -> [(writer: LoopWriter, clients: [Client])]? in
             guard var entry = topics[topic] else { return nil }
@@ -120,12 +125,18 @@ public final class Hub: Sendable {
 
 /// Batches writes for one event loop: deliveries queued while the loop is busy are written
 /// together in one task, and each connection is flushed once per batch, so a burst of
-/// publications costs one syscall per connection instead of one per message.
+/// publications costs one syscall per connection instead of one per message. Direct sends
+/// and closes travel the same queue, so a connection sees everything in production order.
 final class LoopWriter: Sendable {
     let loop: any EventLoop
 
+    enum Item {
+        case frame(OutboundFrame, [Client])
+        case close(Client, code: UInt16, reason: String)
+    }
+
     private struct Pending {
-        var batch: [(frame: OutboundFrame, clients: [Client])] = []
+        var batch: [Item] = []
         var isScheduled = false
     }
 
@@ -136,8 +147,12 @@ final class LoopWriter: Sendable {
     }
 
     func enqueue(_ frame: OutboundFrame, to clients: [Client]) {
+        enqueue(.frame(frame, clients))
+    }
+
+    func enqueue(_ item: Item) {
         let schedule = pending.withLock { pending in
-            pending.batch.append((frame, clients))
+            pending.batch.append(item)
             if pending.isScheduled { return false }
             pending.isScheduled = true
             return true
@@ -148,24 +163,31 @@ final class LoopWriter: Sendable {
     }
 
     private func drain() {
-        let batch = pending.withLock { pending -> [(frame: OutboundFrame, clients: [Client])] in
+        let batch = pending.withLock { pending -> [Item] in
             pending.isScheduled = false
             defer { pending.batch = [] }
             return pending.batch
         }
-        if batch.count == 1 {
+        if batch.count == 1, case .frame(let frame, let clients) = batch[0] {
             // The common case: every client appears once, flush as we go.
-            for client in batch[0].clients {
-                client.transport.write(batch[0].frame)
+            for client in clients {
+                client.transport.write(frame)
                 client.transport.flush()
             }
             return
         }
         var touched: [ObjectIdentifier: any Transport] = [:]
         for item in batch {
-            for client in item.clients {
-                client.transport.write(item.frame)
-                touched[ObjectIdentifier(client.transport)] = client.transport
+            switch item {
+            case .frame(let frame, let clients):
+                for client in clients {
+                    client.transport.write(frame)
+                    touched[ObjectIdentifier(client.transport)] = client.transport
+                }
+            case .close(let client, let code, let reason):
+                // The close frame follows everything queued before it; later writes are dropped.
+                client.transport.flush()
+                client.transport.close(code: code, reason: reason)
             }
         }
         for transport in touched.values {

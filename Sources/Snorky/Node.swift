@@ -66,6 +66,7 @@ public final class Node: BusReceiver, Sendable {
             task = nil
         }
         await bus.shutdown()
+        await state.shutdown()
     }
 
     /// Keeps this node's heartbeat alive in the cluster state and reaps nodes whose

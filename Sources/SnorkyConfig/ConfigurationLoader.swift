@@ -111,6 +111,11 @@ public enum ConfigurationLoader {
             }
             config.bus = kind
         },
+        Setting(key: "token_secret", summary: "secret of the HS256 connection tokens (identity = JWT sub)") {
+            config, value throws(ConfigurationError) in
+            let secret = try value.string("token_secret")
+            config.tokenSecret = secret.isEmpty ? nil : secret
+        },
         Setting(key: "redis", summary: "redis://host:port/db or unix:///path (default: a private redis-server)") {
             config, value throws(ConfigurationError) in
             let url = try value.string("redis")

@@ -36,6 +36,8 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     /// Seconds.
     public var protocolErrorWindow = 10.0
     public var logLevel = "info"
+    /// Secret of the HS256 connection tokens (JWT `sub` = identity); nil disables tokens.
+    public var tokenSecret: String?
 
     public init() {}
 

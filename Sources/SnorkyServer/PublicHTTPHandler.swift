@@ -9,10 +9,12 @@ final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let webSocketPath: String
+    private let identities: ConnectionIdentity
     private var requestHead: HTTPRequestHead?
 
-    init(webSocketPath: String) {
+    init(webSocketPath: String, identities: ConnectionIdentity) {
         self.webSocketPath = webSocketPath
+        self.identities = identities
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -25,7 +27,9 @@ final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard let head = requestHead else { return }
             requestHead = nil
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            if path == webSocketPath {
+            if path == webSocketPath, case .refused(let reason) = identities.resolve(uri: head.uri) {
+                respond(context: context, head: head, status: .unauthorized, body: reason + "\n")
+            } else if path == webSocketPath {
                 respond(context: context, head: head, status: .upgradeRequired, body: "Use a WebSocket connection.\n")
             } else {
                 respond(context: context, head: head, status: .notFound, body: "Not found.\n")

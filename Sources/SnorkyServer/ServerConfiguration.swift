@@ -1,3 +1,5 @@
+public import SnorkyServices
+
 /// Where and how one worker serves. Filled by the `snorky` executable from flags,
 /// environment and the config file (see SnorkyConfig); defaults are safe for production.
 public struct ServerConfiguration: Sendable {
@@ -22,8 +24,18 @@ public struct ServerConfiguration: Sendable {
     /// How long a graceful drain waits for clients to leave before closing the rest.
     public var drainTimeout: Duration = .seconds(10)
 
+    /// A ping is sent after this long without hearing from a client...
+    public var pingInterval: Duration = .seconds(25)
+    /// ...and the client is closed (4002) if it sends nothing, not even the pong, within this.
+    public var pongTimeout: Duration = .seconds(10)
+    /// WebSocket connections this worker accepts at once; more are closed with 4003.
+    /// 0 means no limit.
+    public var maxConnections = 0
+
     /// Extra fields this worker reports in `GET /stats` (e.g. its slot and pid).
     public var statsLabels: [String: String] = [:]
+    /// Verifies the `token` URL parameter; nil when no token secret is configured.
+    public var tokens: ConnectionTokens?
 
     public init() {}
 }

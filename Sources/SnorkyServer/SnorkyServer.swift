@@ -111,7 +111,9 @@ public final class SnorkyServer: Sendable {
                 value: .init(low: configuration.maxOutboundBuffer / 2, high: configuration.maxOutboundBuffer)
             )
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.socketOpened()
+                channel.closeFuture.whenComplete { _ in connections.socketClosed() }
+                return channel.eventLoop.makeCompletedFuture {
                     try Self.configurePublicPipeline(
                         channel: channel, configuration: configuration, node: node, connections: connections)
                 }
@@ -126,15 +128,31 @@ public final class SnorkyServer: Sendable {
     ) throws {
         let path = configuration.webSocketPath
         let maxFrameSize = configuration.maxFrameSize
+        let identities = ConnectionIdentity(tokens: configuration.tokens)
+        let keepalive = WebSocketConnectionHandler.Keepalive(
+            interval: TimeAmount(configuration.pingInterval),
+            timeout: TimeAmount(configuration.pongTimeout),
+            maxConnections: configuration.maxConnections)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
-                channel.eventLoop.makeSucceededFuture(requestPath(head.uri) == path ? HTTPHeaders() : nil)
+                // A refused upgrade falls through to PublicHTTPHandler, which answers it.
+                let accept: Bool
+                switch identities.resolve(uri: head.uri) {
+                case .refused: accept = false
+                case .anonymous, .identified: accept = requestPath(head.uri) == path
+                }
+                return channel.eventLoop.makeSucceededFuture(accept ? HTTPHeaders() : nil)
             },
-            upgradePipelineHandler: { channel, _ in
-                channel.eventLoop.makeCompletedFuture {
+            upgradePipelineHandler: { channel, head in
+                let identity: String? =
+                    if case .identified(let verified) = identities.resolve(uri: head.uri) { verified } else { nil }
+                return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    // NIO's decoder accepts what RFC 6455 forbids from a client (unmasked
+                    // frames, RSV bits, reserved opcodes); refuse those before reassembly.
+                    try pipeline.addHandler(WebSocketFrameValidator())
                     try pipeline.addHandler(
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0,
@@ -143,7 +161,8 @@ public final class SnorkyServer: Sendable {
                         )
                     )
                     try pipeline.addHandler(
-                        WebSocketConnectionHandler(node: node, connections: connections, identity: nil)
+                        WebSocketConnectionHandler(
+                            node: node, connections: connections, identity: identity, keepalive: keepalive)
                     )
                 }
             }
@@ -157,7 +176,7 @@ public final class SnorkyServer: Sendable {
                 }
             )
         )
-        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path), name: httpHandlerName)
+        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path, identities: identities), name: httpHandlerName)
     }
 
     private func backendBootstrap() -> ServerBootstrap {

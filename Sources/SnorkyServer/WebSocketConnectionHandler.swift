@@ -19,6 +19,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private let node: Node
     private let connections: ConnectionRegistry
     private let identity: String?
+    private let keepalive: Keepalive
+    private var keepaliveTimer: Scheduled<Void>?
+    /// Something arrived since the last keepalive tick.
+    private var heardFromPeer = true
+    private var pingOutstanding = false
     private var context: ChannelHandlerContext?
     /// Where raw frames are written: the frame encoder's context (writes from it go only
     /// through the handlers between it and the socket).
@@ -27,10 +32,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var transport: ChannelTransport?
     private var isClosing = false
 
-    init(node: Node, connections: ConnectionRegistry, identity: String?) {
+    struct Keepalive {
+        var interval: TimeAmount
+        var timeout: TimeAmount
+        var maxConnections: Int
+    }
+
+    init(node: Node, connections: ConnectionRegistry, identity: String?, keepalive: Keepalive) {
         self.node = node
         self.connections = connections
         self.identity = identity
+        self.keepalive = keepalive
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -40,12 +52,54 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let client = node.makeClient(transport: transport, identity: identity)
         self.transport = transport
         self.client = client
-        connections.add(transport)
+        // Refused connections never reach the services (no connect, so no disconnect).
+        if let drain = connections.add(transport) {
+            self.client = nil
+            close(code: drain.code, reason: drain.reason)
+            return
+        }
+        if keepalive.maxConnections > 0, connections.count > keepalive.maxConnections {
+            self.client = nil
+            close(code: CloseCode.tooManyConnections, reason: "Too many connections")
+            return
+        }
         client.didConnect()
+        scheduleKeepalive(context: context, after: keepalive.interval)
+    }
+
+    // MARK: Keepalive
+
+    /// Every interval: if the peer was silent, ping it; if a ping is already out and the
+    /// peer stayed silent for the timeout, it is gone (4002). Any inbound frame counts as
+    /// a sign of life, so busy connections are never pinged.
+    private func scheduleKeepalive(context: ChannelHandlerContext, after delay: TimeAmount) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTimer = context.eventLoop.scheduleTask(in: delay) {
+            handler.value.keepaliveTick()
+        }
+    }
+
+    private func keepaliveTick() {
+        guard !isClosing, let context, let rawContext else { return }
+        if heardFromPeer {
+            heardFromPeer = false
+            pingOutstanding = false
+            scheduleKeepalive(context: context, after: keepalive.interval)
+        } else if !pingOutstanding {
+            pingOutstanding = true
+            rawContext.writeAndFlush(
+                wrapOutboundOut(WebSocketWire.pingFrame(payload: ByteBuffer(), allocator: context.channel.allocator)),
+                promise: nil)
+            scheduleKeepalive(context: context, after: keepalive.timeout)
+        } else {
+            close(code: CloseCode.keepaliveTimeout, reason: "Keepalive timeout")
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         isClosing = true
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
         if let transport { connections.remove(transport) }
         client?.didDisconnect()
         client = nil
@@ -54,7 +108,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        guard !isClosing else { return }
+        heardFromPeer = true
+        guard !isClosing else {
+            // Closing: the peer's close completes the handshake; anything else is dropped.
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
+        }
         switch frame.opcode {
         case .text:
             let payload = frame.unmaskedData
@@ -73,10 +132,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 promise: nil
             )
         case .connectionClose:
-            // Echo the peer's close code, then hang up.
+            // Echo a valid close code (RFC 6455 section 7.4); answer an invalid one with 1002.
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self) ?? CloseCode.normal
-            close(code: code, reason: "")
+            close(code: Self.isValidPeerCloseCode(code) ? code : CloseCode.protocolError, reason: "")
         default:
             break  // pongs; continuations are reassembled by the aggregator
         }
@@ -88,7 +147,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge,
             NIOWebSocketFrameAggregator.Error.tooManyFragments:
             close(code: CloseCode.messageTooBig, reason: "Message too big")
-        case is NIOWebSocketError, is NIOWebSocketFrameAggregator.Error:
+        case is NIOWebSocketError, is NIOWebSocketFrameAggregator.Error, is WebSocketFrameValidator.Violation:
             close(code: CloseCode.protocolError, reason: "Protocol error")
         default:
             // I/O errors: the connection is gone or going; make sure it is closed.
@@ -116,14 +175,36 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         rawContext?.flush()
     }
 
-    /// Sends a close frame once and closes the connection when it is written.
+    /// Starts the closing handshake once: sends the close frame, shuts the output side
+    /// (FIN), and keeps reading until the peer's close frame or EOF, or a short grace
+    /// period, before closing. Closing at once would make the kernel reset a connection
+    /// whose client is still sending, and the client would never read the close code.
     func close(code: UInt16, reason: String) {
         guard !isClosing, let rawContext else { return }
         isClosing = true
         let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: rawContext.channel.allocator)
         let channel = rawContext.channel
-        rawContext.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in
-            channel.close(promise: nil)
+        rawContext.writeAndFlush(wrapOutboundOut(frame)).whenComplete { result in
+            guard case .success = result else {
+                channel.close(promise: nil)
+                return
+            }
+            channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
+            channel.eventLoop.scheduleTask(in: Self.closeGracePeriod) {
+                channel.close(promise: nil)
+            }
+        }
+    }
+
+    /// How long a closing connection waits for the peer's close frame.
+    static let closeGracePeriod = TimeAmount.seconds(2)
+
+    /// Codes a peer may send and we may echo (RFC 6455 section 7.4): 1004-1006 and 1015
+    /// are reserved, and anything below 1000 or above 4999 is invalid.
+    static func isValidPeerCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1011, 3000...4999: true
+        default: false
         }
     }
 }

@@ -24,18 +24,21 @@ public final class Worker: Sendable {
         threads: Int = 1,
         logger: Logger,
         makeBus: (any EventLoopGroup) throws -> any Bus,
+        makeState: (any EventLoopGroup) throws -> any ClusterState = { _ in InMemoryClusterState() },
         registerServices: (Node) -> Void = { BuiltinServices.register(on: $0) }
     ) rethrows {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         self.logger = logger
         let bus: any Bus
+        let state: any ClusterState
         do {
             bus = try makeBus(group)
+            state = try makeState(group)
         } catch {
             try? group.syncShutdownGracefully()
             throw error
         }
-        self.node = Node(id: id, bus: bus, configuration: nodeConfiguration, logger: logger)
+        self.node = Node(id: id, bus: bus, state: state, configuration: nodeConfiguration, logger: logger)
         self.server = SnorkyServer(configuration: configuration, node: node, group: group, logger: logger)
         registerServices(node)
     }
@@ -52,7 +55,7 @@ public final class Worker: Sendable {
     ) {
         self.init(
             id: id, server: configuration, node: nodeConfiguration, threads: threads, logger: logger,
-            makeBus: { _ in bus }, registerServices: registerServices)
+            makeBus: { _ in bus }, makeState: { _ in InMemoryClusterState() }, registerServices: registerServices)
     }
 
     /// Connects the bus and opens the listeners; returns their addresses.
@@ -61,6 +64,7 @@ public final class Worker: Sendable {
         backendListener: SnorkyServer.Listener? = nil
     ) async throws -> (public: SocketAddress, backend: SocketAddress) {
         try await node.start()
+        node.startLiveness()
         return try await server.start(publicListener: publicListener, backendListener: backendListener)
     }
 

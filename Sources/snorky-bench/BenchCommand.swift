@@ -111,7 +111,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait after publishing stops for the last deliveries.")
     var drainTimeout: Double = 10
 
-    @Option(help: "Seconds allowed for connecting and subscribing everything.")
+    @Option(help: "Seconds after which no further connection is started (the rest count as failed).")
     var connectTimeout: Double = 180
 
     @Option(help: "Server pids to sample (comma-separated) for CPU and RSS.")

@@ -101,11 +101,15 @@ struct BenchRun {
         let localIndices = Array(stride(from: 0, to: settings.connections, by: processes))
         let progress = self.progress
         let totalConnections = settings.connections
-        let outcome = await connector.connectSubscribers(localIndices, concurrency: settings.connectConcurrency) { done, ready in
+        let outcome = await connector.connectSubscribers(
+            localIndices, concurrency: settings.connectConcurrency, timeout: settings.connectTimeout
+        ) { done, ready in
             progress.update("connecting: \(grouped(done * processes)) of \(grouped(totalConnections)) attempted, \(grouped(ready * processes)) ready (estimate over \(processes) process(es))")
         }
         openChannels = outcome.channels
-        let remoteReady = try await shards.waitUntilReady(timeout: settings.connectTimeout)
+        // Helpers stop starting connections at --connect-timeout; the ones in flight then
+        // finish or fail within their own timeouts.
+        let remoteReady = try await shards.waitUntilReady(timeout: settings.connectTimeout + 120)
         var failedIndices = outcome.failedIndices
         var firstErrors = outcome.firstErrors
         var readyConnections = outcome.ready

@@ -111,16 +111,25 @@ struct Connector: Sendable {
         var lastReadyNanos: UInt64 = 0
     }
 
-    /// Connects the given subscribers, at most `concurrency` in setup at once.
+    /// Connects the given subscribers, at most `concurrency` in setup at once. Connections
+    /// not started within `timeout` seconds count as failed.
     func connectSubscribers(
-        _ indices: [Int], concurrency: Int, onProgress: @Sendable (Int, Int) -> Void
+        _ indices: [Int], concurrency: Int, timeout: Double, onProgress: @Sendable (Int, Int) -> Void
     ) async -> SubscriberOutcome {
         var outcome = SubscriberOutcome()
         outcome.firstStartNanos = monotonicNanos()
+        let deadline = outcome.firstStartNanos + UInt64(timeout * 1e9)
         await withTaskGroup(of: (Int, Result<any Channel, any Error>).self) { group in
             var next = 0
             func startNext() {
                 guard next < indices.count else { return }
+                guard monotonicNanos() < deadline else {
+                    let skipped = indices[next...]
+                    outcome.failedIndices.append(contentsOf: skipped)
+                    outcome.firstErrors.append("\(skipped.count) connection(s) not attempted: --connect-timeout \(timeout) s passed")
+                    next = indices.count
+                    return
+                }
                 let index = indices[next]
                 next += 1
                 let future = connectSubscriber(index: index)

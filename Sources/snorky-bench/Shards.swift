@@ -89,7 +89,8 @@ struct ShardChild {
         watcher.start()
 
         let indices = Array(stride(from: orders.index, to: settings.connections, by: orders.count))
-        let outcome = await connector.connectSubscribers(indices, concurrency: settings.connectConcurrency) { _, _ in }
+        let outcome = await connector.connectSubscribers(
+            indices, concurrency: settings.connectConcurrency, timeout: settings.connectTimeout) { _, _ in }
         emit(ShardMessage(
             event: .ready, ready: outcome.ready, failedIndices: outcome.failedIndices, firstErrors: outcome.firstErrors,
             firstStartNanos: outcome.firstStartNanos, lastReadyNanos: outcome.lastReadyNanos))
@@ -264,7 +265,8 @@ private func spawnHelper(executable: String, orders: String) throws -> (pid_t, I
     guard pipe(&toChild) == 0, pipe(&fromChild) == 0 else {
         throw BenchError.helperFailed("pipe: \(String(cString: strerror(errno)))")
     }
-    // Only this thread spawns, so setting the flag after pipe() races with no other spawn.
+    // Helpers are spawned one after another from this call and nothing else in the process
+    // forks, so no other child can inherit these ends before the flag is set.
     for fd in toChild + fromChild { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)

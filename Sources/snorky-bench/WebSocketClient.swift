@@ -67,6 +67,7 @@ final class WebSocketClientHandler: ChannelInboundHandler {
     private var fragments: ByteBuffer?
     private var handshakeTimer: Scheduled<Void>?
     private var closeSent = false
+    private var needsFlush = false
     private var failure: (any Error)?
     private var maskState: UInt64
     private(set) var context: ChannelHandlerContext?
@@ -151,8 +152,12 @@ final class WebSocketClientHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        // Pongs and close replies are written without flushing while a read batch is parsed.
-        context.flush()
+        // Pongs and close replies are written without flushing while a read batch is parsed;
+        // most reads write nothing, and an empty flush still walks the pipeline.
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
         context.fireChannelReadComplete()
     }
 
@@ -346,6 +351,7 @@ final class WebSocketClientHandler: ChannelInboundHandler {
         var frame = context.channel.allocator.buffer(capacity: 6 + payload.readableBytes)
         payload.withUnsafeReadableBytes { appendFrame(opcode: opcode, payload: $0, to: &frame) }
         context.write(wrapOutboundOut(frame), promise: nil)
+        needsFlush = true
     }
 
     /// Writes already-framed bytes (from `appendFrame`); the caller flushes.

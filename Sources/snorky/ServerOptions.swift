@@ -24,6 +24,9 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Key the backend API requires in X-Backend-Key (or SNORKY_BACKEND_KEY).")
     var backendKey: String?
 
+    @Option(help: "Secret of the HS256 connection tokens (or SNORKY_TOKEN_SECRET).")
+    var tokenSecret: String?
+
     @Option(help: "Worker processes (default: one per core).")
     var workers: String?
 
@@ -52,7 +55,7 @@ struct ServerOptions: ParsableArguments {
     var flagValues: [String: String] {
         let pairs: [(String, String?)] = [
             ("host", host), ("port", port), ("backend_host", backendHost), ("backend_port", backendPort),
-            ("backend_key", backendKey), ("workers", workers), ("threads", threads), ("bus", bus),
+            ("backend_key", backendKey), ("token_secret", tokenSecret), ("workers", workers), ("threads", threads), ("bus", bus),
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
             ("max_frame_size", maxFrameSize), ("log_level", logLevel),
         ]

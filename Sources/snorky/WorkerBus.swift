@@ -5,6 +5,7 @@ import Snorky
 import SnorkyConfig
 import SnorkyRedis
 
+/// Builds a supervised worker's bus and cluster state from the configuration.
 enum WorkerBus {
     /// The bus a supervised worker uses: Redis at the configured URL (the supervisor puts
     /// its private server's URL in SNORKY_REDIS when none is configured).
@@ -25,5 +26,23 @@ enum WorkerBus {
             busConfiguration.channelPrefix = configuration.redisPrefix
             return RedisBus(configuration: busConfiguration, eventLoopGroup: group, logger: logger)
         }
+    }
+
+    /// The cluster state: Redis (same URL and prefix as the bus) unless the bus is memory.
+    static func makeState(configuration: SnorkyConfiguration, group: any EventLoopGroup, logger: Logger) throws
+        -> any ClusterState
+    {
+        guard configuration.bus == .redis else { return InMemoryClusterState() }
+        guard let url = configuration.redis else {
+            throw ValidationError("no Redis URL: pass --redis redis://HOST:PORT or let `snorky serve` start one")
+        }
+        var stateConfiguration: RedisClusterStateConfiguration
+        do {
+            stateConfiguration = try RedisClusterStateConfiguration(url: url)
+        } catch {
+            throw ValidationError("invalid --redis URL: \(error)")
+        }
+        stateConfiguration.keyPrefix = configuration.redisPrefix
+        return RedisClusterState(configuration: stateConfiguration, eventLoopGroup: group, logger: logger)
     }
 }

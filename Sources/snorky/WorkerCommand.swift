@@ -33,6 +33,9 @@ struct WorkerCommand: AsyncParsableCommand {
             makeBus: { group in
                 try WorkerBus.make(configuration: configuration, group: group, logger: logger)
             },
+            makeState: { group in
+                try WorkerBus.makeState(configuration: configuration, group: group, logger: logger)
+            },
             logger: logger,
             statsLabels: ["slot": "\(environment.slot)"],
             onReady: { environment.reportReady() },

@@ -13,6 +13,7 @@ enum WorkerRunner {
         publicListener: SnorkyServer.Listener?,
         backendListener: SnorkyServer.Listener?,
         makeBus: (any EventLoopGroup) throws -> any Bus,
+        makeState: (any EventLoopGroup) throws -> any ClusterState = { _ in InMemoryClusterState() },
         logger: Logger,
         statsLabels: [String: String] = [:],
         onReady: () -> Void = {},
@@ -20,6 +21,7 @@ enum WorkerRunner {
     ) async throws {
         var options = BuiltinServiceOptions()
         options.pubSubPolicy = PubSubPolicy(clientPublish: configuration.clientPublish)
+        options.tokens = configuration.tokenSecret.map(ConnectionTokens.init(secret:))
         var server = serverConfiguration(configuration)
         server.statsLabels = statsLabels.merging(["pid": "\(getpid())"]) { first, _ in first }
         let worker = try Worker(
@@ -29,6 +31,7 @@ enum WorkerRunner {
             threads: configuration.threads,
             logger: logger,
             makeBus: makeBus,
+            makeState: makeState,
             registerServices: { BuiltinServices.register(on: $0, options: options) }
         )
         let addresses = try await worker.start(publicListener: publicListener, backendListener: backendListener)
@@ -56,6 +59,7 @@ enum WorkerRunner {
         server.backendMaxBodySize = configuration.backendMaxBodySize
         server.backendTimeout = .seconds(configuration.backendTimeout)
         server.drainTimeout = .seconds(configuration.drainTimeout)
+        server.tokens = configuration.tokenSecret.map(ConnectionTokens.init(secret:))
         return server
     }
 

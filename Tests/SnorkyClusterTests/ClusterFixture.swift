@@ -28,8 +28,6 @@ struct LogRecord: Sendable, CustomStringConvertible {
     var slot: Int? { metadata["slot"].flatMap { Int($0) } }
     var isSupervisor: Bool { role == "supervisor" }
 
-    private static let sourceMarker = try! Regex(#" \[[A-Za-z0-9_]+\] "#)
-
     init(_ text: String) {
         self.text = text
         level = ""
@@ -38,12 +36,12 @@ struct LogRecord: Sendable, CustomStringConvertible {
         guard let label = text.range(of: " snorky:") else { return }
         level = text[..<label.lowerBound].split(separator: " ").last.map(String.init) ?? ""
         let rest = text[label.upperBound...]
-        guard let source = rest.firstMatch(of: Self.sourceMarker) else { return }
-        message = String(rest[source.range.upperBound...])
+        guard let source = Self.sourceMarker(in: rest) else { return }
+        message = String(rest[source.upperBound...])
         // Values may contain spaces ("status=signal 9 (SIGKILL)"): a token without "="
         // continues the previous value.
         var lastKey: String?
-        for token in rest[..<source.range.lowerBound].split(separator: " ") {
+        for token in rest[..<source.lowerBound].split(separator: " ") {
             if let equals = token.firstIndex(of: "="), token.startIndex != equals {
                 let key = String(token[..<equals])
                 metadata[key] = String(token[token.index(after: equals)...])
@@ -52,6 +50,19 @@ struct LogRecord: Sendable, CustomStringConvertible {
                 metadata[key, default: ""] += " " + token
             }
         }
+    }
+
+    /// The range of the first " [Module] " (letters, digits, underscores) in `text`.
+    private static func sourceMarker(in text: Substring) -> Range<String.Index>? {
+        var searchStart = text.startIndex
+        while let open = text[searchStart...].range(of: " [") {
+            let name = text[open.upperBound...].prefix { $0.isLetter || $0.isNumber || $0 == "_" }
+            if !name.isEmpty, text[name.endIndex...].hasPrefix("] ") {
+                return open.lowerBound..<text.index(name.endIndex, offsetBy: 2)
+            }
+            searchStart = open.upperBound
+        }
+        return nil
     }
 }
 
@@ -104,6 +115,9 @@ final class LogWatch: Sendable {
 
     var records: [LogRecord] { state.withLock { $0.records } }
 
+    /// How many records were read so far: pass it as `after` to wait only for later ones.
+    var count: Int { state.withLock { $0.records.count } }
+
     func records(where predicate: (LogRecord) -> Bool) -> [LogRecord] {
         state.withLock { $0.records.filter(predicate) }
     }
@@ -122,18 +136,21 @@ final class LogWatch: Sendable {
     func first(
         _ message: String,
         _ metadata: [String: String] = [:],
+        after index: Int = 0,
         timeout: Duration = .seconds(20)
     ) async throws -> LogRecord {
-        try await first("\"\(message)\" \(metadata)", timeout: timeout) { Self.matches($0, message, metadata) }
+        try await first("\"\(message)\" \(metadata)", after: index, timeout: timeout) { Self.matches($0, message, metadata) }
     }
 
     private static func matches(_ record: LogRecord, _ message: String, _ metadata: [String: String]) -> Bool {
         record.isSupervisor && record.message == message && metadata.allSatisfy { record.metadata[$0.key] == $0.value }
     }
 
-    /// The first record (printed already or to come) satisfying `predicate`.
+    /// The first record (printed already or to come) satisfying `predicate`, ignoring the
+    /// first `index` records.
     func first(
         _ description: String,
+        after index: Int = 0,
         timeout: Duration = .seconds(20),
         where predicate: @escaping @Sendable (LogRecord) -> Bool
     ) async throws -> LogRecord {
@@ -144,14 +161,14 @@ final class LogWatch: Sendable {
         let timer = Task {
             try? await Task.sleep(for: timeout)
             if !Task.isCancelled {
-                self.fail(id, .timedOut(waitingFor: description, after: timeout, recent: self.recent()))
+                self.fail(id, LogWatchError.timedOut(waitingFor: description, after: timeout, recent: self.recent()))
             }
         }
         defer { timer.cancel() }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<LogRecord, any Error>) in
                 let immediate: Result<LogRecord, any Error>? = state.withLock { state in
-                    if let record = state.records.first(where: predicate) { return .success(record) }
+                    if let record = state.records.dropFirst(index).first(where: predicate) { return .success(record) }
                     if state.ended {
                         return .failure(LogWatchError.ended(waitingFor: description, recent: state.records.suffix(60).map(\.text)))
                     }
@@ -244,13 +261,14 @@ final class SnorkyCluster: Sendable {
     static func start(
         workers: Int,
         redis: String?,
+        logLevel: String = "info",
         arguments extra: [String] = [],
         environment: [String: String] = [:],
         timeout: Duration = .seconds(30)
     ) async throws -> SnorkyCluster {
         var arguments = [
             "serve", "--workers", "\(workers)", "--backend-key", backendKey,
-            "--port", "0", "--backend-port", "0", "--log-level", "info",
+            "--port", "0", "--backend-port", "0", "--log-level", logLevel,
         ]
         if let redis { arguments += ["--redis", redis] }
         var base = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SNORKY_") || $0.key == "SNORKY_TEST_ECHO" }
@@ -391,11 +409,13 @@ final class SnorkyCluster: Sendable {
 func withCluster<T>(
     workers: Int,
     redis: String?,
+    logLevel: String = "info",
     arguments: [String] = [],
     environment: [String: String] = [:],
     _ body: (SnorkyCluster) async throws -> T
 ) async throws -> T {
-    let cluster = try await SnorkyCluster.start(workers: workers, redis: redis, arguments: arguments, environment: environment)
+    let cluster = try await SnorkyCluster.start(
+        workers: workers, redis: redis, logLevel: logLevel, arguments: arguments, environment: environment)
     do {
         let result = try await body(cluster)
         await cluster.terminate()
@@ -505,6 +525,12 @@ func processIsAlive(_ pid: Int32) -> Bool {
     return state != "Z" && state != "X"
 }
 
+/// "pid (name) state ppid" from /proc, for failure messages.
+func processSummary(_ pid: Int32) -> String {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return "\(pid): gone" }
+    return stat.split(separator: " ").prefix(4).joined(separator: " ")
+}
+
 func fileExists(_ path: String) -> Bool {
     access(path, F_OK) == 0
 }
@@ -571,4 +597,12 @@ final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
     func set() { flag.store(true, ordering: .relaxed) }
     var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+/// A value shared between a background load and the test.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+    var value: Value { mutex.withLock { $0 } }
 }

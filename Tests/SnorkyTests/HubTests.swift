@@ -263,6 +263,25 @@ struct HubTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a delivery can skip one subscriber")
+    func excluding() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let node = makeNode()
+        let hub = Hub()
+        let skipped = CountingTransport(eventLoop: loop)
+        let other = CountingTransport(eventLoop: loop)
+        let skippedClient = node.makeClient(transport: skipped)
+        hub.add(skippedClient, to: "t")
+        hub.add(node.makeClient(transport: other), to: "t")
+        hub.deliver(topic: "t", payload: payload("1"), excluding: skippedClient)
+        hub.deliver(topic: "t", payload: payload("2"))
+        try await drain(loop)
+        #expect(skipped.payloads == ["2"])
+        #expect(other.payloads == ["1", "2"])
+        try await group.shutdownGracefully()
+    }
+
     @Test("one frame is built per delivery and written unchanged to every subscriber")
     func sharedFrame() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
@@ -314,6 +333,7 @@ extension HubTests {
             let bus = InMemoryBus()
             let node = Node(id: "fanout", bus: bus, logger: Logger(label: "HubTests"))
             try await node.start()
+            let baseline = bus.subscribedTopics
             var transports: [RecordingTransport] = []
             for _ in 0..<9 {
                 let transport = RecordingTransport(eventLoop: group.next())
@@ -322,12 +342,12 @@ extension HubTests {
                 #expect(!(await node.subscribe(client, to: "topic")))
                 transports.append(transport)
             }
-            #expect(bus.subscribedTopics == ["topic"])
+            #expect(bus.subscribedTopics.subtracting(baseline) == ["topic"])
             #expect(node.hub.subscriberCount(of: "topic") == 9)
 
             try await node.broadcast(service: "svc", message: ["n": 1], topic: "topic")
-            try await node.publish(topic: "topic", payload: Array(#"{"raw":true}"#.utf8))
-            try await node.publish(topic: "elsewhere", payload: Array("{}".utf8))
+            try await node.publish(topic: "topic", envelope: Array(#"{"raw":true}"#.utf8))
+            try await node.publish(topic: "elsewhere", envelope: Array("{}".utf8))
             for transport in transports {
                 #expect(try await transport.next() == ["service": "svc", "message": ["n": 1]])
                 #expect(try await transport.next() == ["raw": true])
