@@ -41,6 +41,13 @@ public protocol SubscriptionStore: Sendable {
     /// Deletes every subscription acquired by a client of `nodeID` (a node that died);
     /// returns the tokens deleted.
     func removeAll(ownedByNode nodeID: String) async throws(BusError) -> [String]
+
+    /// Releases connections and timers.
+    func shutdown() async
+}
+
+extension SubscriptionStore {
+    public func shutdown() async {}
 }
 
 public struct PendingSubscription: Sendable, Equatable {

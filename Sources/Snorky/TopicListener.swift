@@ -16,8 +16,8 @@ public final class TopicListener: Sendable {
     public let topic: String
     private let node: Node
     private let handler: @Sendable ([UInt8]) -> Void
-    private let subscription = Mutex<Task<Void, Never>?>(nil)
-    private let sink = Mutex<Client?>(nil)
+    /// The subscribing task (awaited by every `start`) and the listening client.
+    private let state = Mutex<(subscription: Task<Void, Never>, client: Client)?>(nil)
 
     /// - Parameter handler: called with the bytes of each publication on `topic`.
     public init(node: Node, topic: String, handler: @escaping @Sendable (_ payload: [UInt8]) -> Void) {
@@ -30,37 +30,33 @@ public final class TopicListener: Sendable {
     /// publications on the topic reach the handler (or at once while the bus is down, as
     /// `Bus.subscribe` does).
     public func start(on eventLoop: any EventLoop) async {
-        let task = subscription.withLock { task -> Task<Void, Never> in
-            if let task { return task }
+        let task = state.withLock { state -> Task<Void, Never> in
+            if let state { return state.subscription }
             let client = node.makeClient(transport: ListenerTransport(eventLoop: eventLoop, handler: handler))
-            sink.withLock { $0 = client }
-            let started = Task { [node, topic] in
+            let subscription = Task { [node, topic] in
                 _ = await node.subscribe(client, to: topic)
             }
-            task = started
-            return started
+            state = (subscription, client)
+            return subscription
         }
         await task.value
     }
 
     /// Whether `start` has been called (the subscription may still be in progress).
     public var isStarted: Bool {
-        subscription.withLock { $0 != nil }
+        state.withLock { $0 != nil }
     }
 
     /// Stops listening; a later `start` subscribes again.
     public func stop() async {
-        let (task, client) = subscription.withLock { task -> (Task<Void, Never>?, Client?) in
-            defer { task = nil }
-            let client = sink.withLock { client in
-                defer { client = nil }
-                return client
-            }
-            return (task, client)
+        let taken = state.withLock { state in
+            defer { state = nil }
+            return state
         }
+        guard let (subscription, client) = taken else { return }
         // A subscribe still in flight would otherwise land after the unsubscribe.
-        await task?.value
-        if let client { node.unsubscribe(client, from: topic) }
+        await subscription.value
+        node.unsubscribe(client, from: topic)
     }
 }
 

@@ -152,6 +152,22 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.drainTimeout = try value.seconds("drain_timeout")
         },
+        Setting(key: "drain_spread", summary: "seconds over which a drain spreads its 1001 closes") {
+            config, value throws(ConfigurationError) in
+            config.drainSpread = try value.seconds("drain_spread")
+        },
+        Setting(key: "ping_interval", summary: "seconds of silence before a client is pinged") {
+            config, value throws(ConfigurationError) in
+            config.pingInterval = try value.seconds("ping_interval")
+        },
+        Setting(key: "pong_timeout", summary: "seconds a pinged client has to answer before close 4002") {
+            config, value throws(ConfigurationError) in
+            config.pongTimeout = try value.seconds("pong_timeout")
+        },
+        Setting(key: "max_connections", summary: "WebSocket connections per worker (0 = no limit); more: close 4003") {
+            config, value throws(ConfigurationError) in
+            config.maxConnections = try value.int("max_connections", range: 0...10_000_000)
+        },
         Setting(key: "protocol_error_limit", summary: "protocol errors per window before close 1008") {
             config, value throws(ConfigurationError) in
             config.protocolErrorLimit = try value.int("protocol_error_limit", range: 1...1_000_000)

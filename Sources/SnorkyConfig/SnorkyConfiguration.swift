@@ -32,6 +32,14 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     public var backendTimeout = 10.0
     /// Seconds a graceful drain waits for clients.
     public var drainTimeout = 10.0
+    /// Seconds over which a drain spreads its 1001 closes.
+    public var drainSpread = 2.0
+    /// Seconds of silence before a client is pinged.
+    public var pingInterval = 25.0
+    /// Seconds a pinged client has to answer before it is closed (4002).
+    public var pongTimeout = 10.0
+    /// WebSocket connections per worker; 0 = no limit. More are closed with 4003.
+    public var maxConnections = 0
     public var protocolErrorLimit = 100
     /// Seconds.
     public var protocolErrorWindow = 10.0

@@ -1,3 +1,4 @@
+import NIOCore
 import Snorky
 import SnorkyProtocol
 import Synchronization
@@ -10,7 +11,7 @@ final class ConnectionRegistry: Sendable {
         var transports: [ObjectIdentifier: ChannelTransport] = [:]
         /// Accepted TCP connections (upgraded or not) that are still open.
         var openSockets = 0
-        var drainCode: (code: UInt16, reason: String)?
+        var drainCode: (code: UInt16, reason: String, lateGrace: Duration)?
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
 
         var isEmpty: Bool { transports.isEmpty && openSockets == 0 }
@@ -36,12 +37,18 @@ final class ConnectionRegistry: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Registers an upgraded connection. Returns the close to send at once when the worker
-    /// is already draining (the client then reconnects elsewhere).
-    func add(_ transport: ChannelTransport) -> (code: UInt16, reason: String)? {
-        state.withLock { state in
+    /// Registers an upgraded connection. When the worker is already draining, its close
+    /// is scheduled after `lateGrace`, so a client that reached a draining worker is still
+    /// served briefly (its first request answered) before being sent elsewhere.
+    func add(_ transport: ChannelTransport) {
+        let drain = state.withLock { state in
             state.transports[ObjectIdentifier(transport)] = transport
             return state.drainCode
+        }
+        if let drain {
+            transport.eventLoop.scheduleTask(in: TimeAmount(drain.lateGrace)) {
+                transport.close(code: drain.code, reason: drain.reason)
+            }
         }
     }
 
@@ -59,15 +66,27 @@ final class ConnectionRegistry: Sendable {
         return state.emptyWaiters
     }
 
-    /// Closes every connection with `code`, and every connection that finishes its
-    /// upgrade from now on.
-    func closeAll(code: UInt16, reason: String) {
+    /// Closes every connection with `code`, spread over `spread` in shuffled batches (with
+    /// jitter), so the clients of a draining worker do not all reconnect at the same
+    /// instant; connections that finish their upgrade later are closed `lateGrace` after.
+    func closeAll(code: UInt16, reason: String, spread: Duration, lateGrace: Duration) {
         let transports = state.withLock { state in
-            state.drainCode = (code, reason)
+            state.drainCode = (code, reason, lateGrace)
             return Array(state.transports.values)
-        }
-        for transport in transports {
-            transport.close(code: code, reason: reason)
+        }.shuffled()
+        let batches = max(1, min(10, transports.count))
+        let spreadNanos = spread.components.seconds * 1_000_000_000 + spread.components.attoseconds / 1_000_000_000
+        for (index, transport) in transports.enumerated() {
+            let batch = Int64(index % batches)
+            let jitter = spreadNanos > 0 ? Int64.random(in: 0...(spreadNanos / Int64(batches * 4) + 1)) : 0
+            let delay = spreadNanos * batch / Int64(batches) + jitter
+            if delay == 0 {
+                transport.close(code: code, reason: reason)
+            } else {
+                transport.eventLoop.scheduleTask(in: .nanoseconds(delay)) {
+                    transport.close(code: code, reason: reason)
+                }
+            }
         }
     }
 

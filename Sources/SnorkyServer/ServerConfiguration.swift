@@ -23,6 +23,9 @@ public struct ServerConfiguration: Sendable {
     public var backendTimeout: Duration = .seconds(10)
     /// How long a graceful drain waits for clients to leave before closing the rest.
     public var drainTimeout: Duration = .seconds(10)
+    /// A drain sends its 1001 closes in batches spread over this long, so a deploy does
+    /// not make every client reconnect at the same instant.
+    public var drainSpread: Duration = .seconds(2)
 
     /// A ping is sent after this long without hearing from a client...
     public var pingInterval: Duration = .seconds(25)

@@ -88,11 +88,13 @@ public final class SnorkyServer: Sendable {
         }
     }
 
-    /// Graceful drain: stop accepting, ask every client to reconnect elsewhere (1001), and
-    /// wait up to the drain timeout for them to go.
+    /// Graceful drain: stop accepting, ask every client to reconnect elsewhere (1001) in
+    /// batches spread over `drainSpread`, and wait up to the drain timeout for them to go.
     public func drain() async {
         await stopAccepting()
-        connections.closeAll(code: CloseCode.goingAway, reason: "Server shutting down")
+        connections.closeAll(
+            code: CloseCode.goingAway, reason: "Server shutting down",
+            spread: configuration.drainSpread, lateGrace: .seconds(1))
         await connections.waitUntilEmpty(timeout: configuration.drainTimeout)
     }
 
@@ -110,10 +112,13 @@ public final class SnorkyServer: Sendable {
                 .writeBufferWaterMark,
                 value: .init(low: configuration.maxOutboundBuffer / 2, high: configuration.maxOutboundBuffer)
             )
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptedConnectionCounter(connections: connections))
+                }
+            }
             .childChannelInitializer { channel in
-                connections.socketOpened()
-                channel.closeFuture.whenComplete { _ in connections.socketClosed() }
-                return channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture {
                     try Self.configurePublicPipeline(
                         channel: channel, configuration: configuration, node: node, connections: connections)
                 }
@@ -198,4 +203,26 @@ public final class SnorkyServer: Sendable {
 /// The path part of a request URI (no query string).
 func requestPath(_ uri: String) -> String {
     uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
+}
+
+/// Counts a connection the moment it is accepted, before it is registered on its event
+/// loop: a drain that only counted initialized connections could find the worker empty
+/// while an accepted connection is still on its way, and cut it by exiting.
+final class AcceptedConnectionCounter: ChannelInboundHandler {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    private let connections: ConnectionRegistry
+
+    init(connections: ConnectionRegistry) {
+        self.connections = connections
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        connections.socketOpened()
+        let connections = self.connections
+        child.closeFuture.whenComplete { _ in connections.socketClosed() }
+        context.fireChannelRead(data)
+    }
 }

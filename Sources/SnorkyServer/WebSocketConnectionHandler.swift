@@ -52,12 +52,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let client = node.makeClient(transport: transport, identity: identity)
         self.transport = transport
         self.client = client
-        // Refused connections never reach the services (no connect, so no disconnect).
-        if let drain = connections.add(transport) {
-            self.client = nil
-            close(code: drain.code, reason: drain.reason)
-            return
-        }
+        connections.add(transport)
+        // A refused connection never reaches the services (no connect, so no disconnect).
         if keepalive.maxConnections > 0, connections.count > keepalive.maxConnections {
             self.client = nil
             close(code: CloseCode.tooManyConnections, reason: "Too many connections")

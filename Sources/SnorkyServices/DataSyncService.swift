@@ -82,7 +82,8 @@ public final class DataSyncService: Sendable {
         case .acquired(let items, let buffered):
             let entries = buffered.compactMap { bytes in (try? JSON.parse(bytes)).flatMap(IdentifiedDelta.init(json:)) }
             if entries.count != buffered.count {
-                node.logger.warning("dropped malformed buffered deltas", metadata: ["token": "\(token)"])
+                // No token in the log: it is a bearer credential.
+                node.logger.warning("dropped malformed buffered deltas", metadata: ["count": "\(buffered.count - entries.count)"])
             }
             local.activate(acquisition, token: token, client: client, items: compile(items), buffered: entries)
         }

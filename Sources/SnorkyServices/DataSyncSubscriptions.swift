@@ -190,7 +190,7 @@ final class DataSyncLocalSubscriptions: Sendable {
     /// for the acquisitions in progress.
     func receive(_ batch: [IdentifiedDelta]) {
         state.withLock { state in
-            for key in state.acquisitions.keys { state.acquisitions[key]!.append(batch) }
+            for index in state.acquisitions.values.indices { state.acquisitions.values[index].append(batch) }
             guard !state.index.isEmpty else { return }
             for entry in batch {
                 // One frame per distinct delivery (at most insert, update and delete of an
@@ -206,11 +206,6 @@ final class DataSyncLocalSubscriptions: Sendable {
                 }
             }
         }
-    }
-
-    /// Whether `client` holds the acquired subscription `token` on this node.
-    func owns(_ token: String, client: Client) -> Bool {
-        state.withLock { $0.subscriptions[token]?.client === client }
     }
 
     /// Stops delivering `token`; false if `client` does not hold it here.

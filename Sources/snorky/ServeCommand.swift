@@ -27,11 +27,14 @@ struct ServeCommand: AsyncParsableCommand {
                 backendListener: nil,
                 makeBus: { _ in InMemoryBus() },
                 logger: logger,
+                dataSync: try WorkerRunner.dataSyncOptions(fileText: options.configFileText(), fileName: options.config),
                 onReady: { logger.info("cluster ready", metadata: ["workers": "1"]) }
             )
             return
         }
 
+        // Fail here, before any worker starts, on a bad [datasync] section.
+        _ = try WorkerRunner.dataSyncOptions(fileText: options.configFileText(), fileName: options.config)
         let forwarded = options.forwardedToWorkers
         let supervisor = Supervisor(
             configuration: SupervisorConfiguration(

@@ -62,16 +62,19 @@ struct ServerOptions: ParsableArguments {
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }
 
+    /// The config file's text, if one was given (services read their own sections).
+    func configFileText() throws -> String? {
+        guard let config else { return nil }
+        do {
+            return try String(contentsOfFile: config, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot read config file \(config): \(error.localizedDescription)")
+        }
+    }
+
     /// Defaults, then the config file, then the environment, then flags.
     func load() throws -> SnorkyConfiguration {
-        var fileText: String?
-        if let config {
-            do {
-                fileText = try String(contentsOfFile: config, encoding: .utf8)
-            } catch {
-                throw ValidationError("cannot read config file \(config): \(error.localizedDescription)")
-            }
-        }
+        let fileText = try configFileText()
         do {
             return try ConfigurationLoader.load(
                 fileText: fileText,

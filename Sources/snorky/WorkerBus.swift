@@ -45,4 +45,14 @@ enum WorkerBus {
         stateConfiguration.keyPrefix = configuration.redisPrefix
         return RedisClusterState(configuration: stateConfiguration, eventLoopGroup: group, logger: logger)
     }
+
+    /// Datasync's shared token store: in Redis (same URL and prefix) unless the bus is memory.
+    static func makeSubscriptionStore(configuration: SnorkyConfiguration, logger: Logger) throws -> (any SubscriptionStore)? {
+        guard configuration.bus == .redis, let url = configuration.redis else { return nil }
+        do {
+            return RedisSubscriptionStore(url: try RedisURL(url), keyPrefix: configuration.redisPrefix, logger: logger)
+        } catch {
+            throw ValidationError("invalid --redis URL: \(error)")
+        }
+    }
 }

@@ -26,6 +26,8 @@ struct WorkerCommand: AsyncParsableCommand {
         guard environment.listenFDs.count == 2 else {
             throw ValidationError("expected 2 inherited sockets, got \(environment.listenFDs.count)")
         }
+        var dataSync = try WorkerRunner.dataSyncOptions(fileText: options.configFileText(), fileName: options.config)
+        dataSync.store = try WorkerBus.makeSubscriptionStore(configuration: configuration, logger: logger)
         try await WorkerRunner.run(
             configuration: configuration,
             publicListener: .inherited(descriptor: environment.listenFDs[0]),
@@ -37,6 +39,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 try WorkerBus.makeState(configuration: configuration, group: group, logger: logger)
             },
             logger: logger,
+            dataSync: dataSync,
             statsLabels: ["slot": "\(environment.slot)"],
             onReady: { environment.reportReady() },
             onDraining: { environment.reportDraining() }

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Logging
 import NIOCore
 import Snorky
@@ -15,6 +16,7 @@ enum WorkerRunner {
         makeBus: (any EventLoopGroup) throws -> any Bus,
         makeState: (any EventLoopGroup) throws -> any ClusterState = { _ in InMemoryClusterState() },
         logger: Logger,
+        dataSync: DataSyncOptions,
         statsLabels: [String: String] = [:],
         onReady: () -> Void = {},
         onDraining: () -> Void = {}
@@ -22,6 +24,7 @@ enum WorkerRunner {
         var options = BuiltinServiceOptions()
         options.pubSubPolicy = PubSubPolicy(clientPublish: configuration.clientPublish)
         options.tokens = configuration.tokenSecret.map(ConnectionTokens.init(secret:))
+        options.dataSync = dataSync
         var server = serverConfiguration(configuration)
         server.statsLabels = statsLabels.merging(["pid": "\(getpid())"]) { first, _ in first }
         let worker = try Worker(
@@ -44,6 +47,7 @@ enum WorkerRunner {
         logger.info("draining", metadata: ["signal": "\(signal)"])
         onDraining()
         await worker.shutdown()
+        await dataSync.store?.shutdown()
         logger.info("worker stopped")
     }
 
@@ -60,7 +64,21 @@ enum WorkerRunner {
         server.backendTimeout = .seconds(configuration.backendTimeout)
         server.drainTimeout = .seconds(configuration.drainTimeout)
         server.tokens = configuration.tokenSecret.map(ConnectionTokens.init(secret:))
+        server.drainSpread = .seconds(configuration.drainSpread)
+        server.pingInterval = .seconds(configuration.pingInterval)
+        server.pongTimeout = .seconds(configuration.pongTimeout)
+        server.maxConnections = configuration.maxConnections
         return server
+    }
+
+    /// Datasync's dealers and limits from the config file's `[datasync]` section.
+    static func dataSyncOptions(fileText: String?, fileName: String?) throws -> DataSyncOptions {
+        guard let fileText else { return DataSyncOptions() }
+        do {
+            return try DataSyncOptions(configurationText: fileText, fileName: fileName ?? "config file")
+        } catch {
+            throw ValidationError(error.message)
+        }
     }
 
     static func nodeConfiguration(_ configuration: SnorkyConfiguration) -> NodeConfiguration {

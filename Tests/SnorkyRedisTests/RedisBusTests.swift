@@ -396,7 +396,7 @@ struct RedisBusTests {
         a.bus.unsubscribe(topic: "t")  // a release timer is pending
         #expect(try connectedClients(redis) == 3)  // the bus's two + redis-cli
         await a.bus.shutdown()
-        let closed = try await pollUntil { try connectedClients(redis) == 1 }
+        let closed = try await pollUntil(timeout: .seconds(10)) { try connectedClients(redis) == 1 }
         #expect(closed)
         #expect(!a.bus.isConnected)
         await #expect(throws: BusError.unavailable("")) {

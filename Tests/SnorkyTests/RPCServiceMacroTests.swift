@@ -322,11 +322,15 @@ extension RPCServiceMacroTests {
             }
         }
 
-        @Test func recordsTheFirstCloseCode() {
+        @Test func recordsTheFirstCloseCode() async throws {
             let (client, transport) = RecordingTransport.connect(to: Node(id: "t", bus: InMemoryBus(), logger: Logger(label: "t")))
             #expect(transport.closeCode == nil)
             client.close(code: 1008, reason: "policy")
             client.close(code: 1000)
+            // Closes travel the loop's queue in order with frames: once a frame sent after
+            // them arrives, both closes have been handed to the transport.
+            client.send(service: "a", message: "after")
+            _ = try await transport.next()
             #expect(transport.closeCode == 1008)
             #expect(transport.closeReason == "policy")
         }
