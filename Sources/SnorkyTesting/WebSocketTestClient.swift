@@ -157,7 +157,7 @@ public final class WebSocketTestClient: Sendable {
     /// The next thing the server sent, waiting up to `timeout` for it.
     /// - Throws: `.timedOut`, `.connectionClosed` once the connection is gone and every
     ///   earlier frame was read, or `.protocolViolation`.
-    public func next(timeout: Duration = .seconds(5)) async throws -> Event {
+    public func next(timeout: Duration = .seconds(15)) async throws -> Event {
         do {
             return try await events.next(deadline: .after(timeout))
         } catch let failure as TimedQueue<Event>.Failure {
@@ -166,7 +166,7 @@ public final class WebSocketTestClient: Sendable {
     }
 
     /// The next event, which must be a text frame.
-    public func nextText(timeout: Duration = .seconds(5)) async throws -> String {
+    public func nextText(timeout: Duration = .seconds(15)) async throws -> String {
         let event = try await next(timeout: timeout)
         guard case .text(let text) = event else {
             throw WebSocketTestClientError.unexpectedEvent(expected: "a text frame", got: event)
@@ -177,7 +177,7 @@ public final class WebSocketTestClient: Sendable {
     /// Waits for the server's close frame and returns its code (nil if it carried none).
     /// - Parameter ignoringOtherEvents: skip frames that arrive first instead of failing on them.
     @discardableResult
-    public func expectClose(timeout: Duration = .seconds(5), ignoringOtherEvents: Bool = false) async throws -> UInt16? {
+    public func expectClose(timeout: Duration = .seconds(15), ignoringOtherEvents: Bool = false) async throws -> UInt16? {
         let deadline = ContinuousClock.Instant.after(timeout)
         while true {
             let event: Event
@@ -212,7 +212,7 @@ public final class WebSocketTestClient: Sendable {
 
     /// Waits until the TCP connection is closed (by either side). Frames still buffered stay
     /// readable with `next`.
-    public func waitForDisconnect(timeout: Duration = .seconds(5)) async throws {
+    public func waitForDisconnect(timeout: Duration = .seconds(15)) async throws {
         do {
             try await events.waitForFinish(deadline: .after(timeout))
         } catch TimedQueue<Event>.Failure.timedOut {

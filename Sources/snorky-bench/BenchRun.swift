@@ -143,6 +143,11 @@ struct BenchRun {
             connectedSample = server.sample()
         }
 
+        if !server.isEmpty, connectedSample.rssBytes <= baseline.rssBytes {
+            warnings.append("server memory did not grow while connecting: a server that held connections before keeps "
+                + "its freed memory, so RSS per connection needs a freshly started server")
+        }
+
         let connections = BenchReport.Connections(
             planned: settings.connections, ready: readyConnections, failed: failedIndices.count,
             firstErrors: Array(firstErrors.prefix(5)), seconds: connectSeconds,

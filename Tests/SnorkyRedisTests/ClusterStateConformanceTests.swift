@@ -347,7 +347,7 @@ func clusterStateConformance(
         try await peer.heartbeat(nodeID: "dead", ttl: .milliseconds(200))
 
         var reaped = ReapedState()
-        try await eventually(timeout: .seconds(5), "the dead node's heartbeat expired") {
+        try await eventually(timeout: .seconds(15), "the dead node's heartbeat expired") {
             reaped = try await state.reapDeadNodes(survivor: "survivor")
             return !reaped.nodes.isEmpty
         }

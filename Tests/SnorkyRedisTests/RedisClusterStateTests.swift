@@ -94,7 +94,7 @@ struct RedisClusterStateTests {
         #expect(try await green.nextSequence(group: "g", in: "s") == 1)
         #expect(try await blue.nextSequence(group: "g", in: "s") == 1)
         try await blue.heartbeat(nodeID: "n", ttl: .milliseconds(1))
-        try await eventually(timeout: .seconds(5), "blue's heartbeat expired") {
+        try await eventually(timeout: .seconds(15), "blue's heartbeat expired") {
             try redis.command(["EXISTS", ClusterStateKeys(prefix: "blue").alive(node: "n")]) == "0"
         }
         // Green never heard of node n: it reaps nothing of blue's.
@@ -177,7 +177,7 @@ struct RedisClusterStateTests {
         _ = try await workers[0].join(group: "room", member: "survivor", connection: live, in: "chat")
         for node in deadNodes { try await workers[1].heartbeat(nodeID: node, ttl: .milliseconds(200)) }
         let keys = ClusterStateKeys(prefix: "snorky")
-        try await eventually(timeout: .seconds(5), "the dead nodes' heartbeats expired") {
+        try await eventually(timeout: .seconds(15), "the dead nodes' heartbeats expired") {
             try deadNodes.allSatisfy { try redis.command(["EXISTS", keys.alive(node: $0)]) == "0" }
         }
 
@@ -226,7 +226,7 @@ struct RedisClusterStateTests {
         }
 
         try await redis.restart()
-        try await eventually(timeout: .seconds(5), "reconnected") {
+        try await eventually(timeout: .seconds(15), "reconnected") {
             (try? await state.names(in: "s")) != nil
         }
         #expect(state.reconnectCount >= 1)
@@ -266,7 +266,7 @@ struct RedisClusterStateTests {
             await expectUnavailable(method, within: .seconds(3)) { try await call(state) }
         }
         kill(pid, SIGCONT)
-        try await eventually(timeout: .seconds(5), "answering again") {
+        try await eventually(timeout: .seconds(15), "answering again") {
             (try? await state.nameOwner("a", in: "s")) == owner
         }
         await state.shutdown()

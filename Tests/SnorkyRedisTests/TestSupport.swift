@@ -51,7 +51,7 @@ final class RecordingReceiver: BusReceiver {
 
     /// Waits until `predicate` holds for the deliveries so far; false after `timeout`.
     func wait(
-        timeout: Duration = .seconds(5),
+        timeout: Duration = .seconds(15),
         until predicate: @escaping @Sendable ([Delivery]) -> Bool
     ) async -> Bool {
         let id = state.withLock { state -> Int in
@@ -81,11 +81,11 @@ final class RecordingReceiver: BusReceiver {
         }
     }
 
-    func waitForCount(_ count: Int, timeout: Duration = .seconds(5)) async -> Bool {
+    func waitForCount(_ count: Int, timeout: Duration = .seconds(15)) async -> Bool {
         await wait(timeout: timeout) { $0.count >= count }
     }
 
-    func waitFor(_ text: String, on topic: String? = nil, timeout: Duration = .seconds(5)) async -> Bool {
+    func waitFor(_ text: String, on topic: String? = nil, timeout: Duration = .seconds(15)) async -> Bool {
         let bytes = Array(text.utf8)
         return await wait(timeout: timeout) { deliveries in
             deliveries.contains { $0.payload == bytes && (topic == nil || $0.topic == topic) }

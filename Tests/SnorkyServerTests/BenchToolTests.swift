@@ -10,15 +10,22 @@ import Testing
 import Glibc
 #endif
 
-@Suite("snorky-bench", .serialized)
+@Suite("snorky-bench", .serialized, .timeLimit(.minutes(2)))
 struct BenchToolTests {
     /// Runs snorky-bench with `--json --quiet` and returns its exit code and parsed report.
     private func runBench(_ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (Int32, [String: Any]?, String) {
         let executable = try SnorkyExecutable.locate(named: "snorky-bench")
         let process = try await ProcessHandle.launch(executable, arguments: arguments + ["--json", "--quiet"])
         let status = try await process.waitForExit(timeout: timeout)
-        let stdout = process.outputLines.filter { $0.stream == .stdout }.map(\.text).joined(separator: "\n")
-        let stderr = process.outputLines.filter { $0.stream == .stderr }.map(\.text).joined(separator: "\n")
+        // The exit can be seen before the last output is read: read to the end of both pipes
+        // (they close with the process; its helpers are gone before it exits).
+        var stdoutLines: [String] = []
+        var stderrLines: [String] = []
+        for await line in process.lines {
+            if line.stream == .stdout { stdoutLines.append(line.text) } else { stderrLines.append(line.text) }
+        }
+        let stdout = stdoutLines.joined(separator: "\n")
+        let stderr = stderrLines.joined(separator: "\n")
         let report = (try? JSONSerialization.jsonObject(with: Data(stdout.utf8))) as? [String: Any]
         return (status, report, stderr)
     }

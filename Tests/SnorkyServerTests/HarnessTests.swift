@@ -212,7 +212,22 @@ struct WebSocketTestClientTests {
     }
 
     @Test func refusedConnectionIsAnError() async throws {
-        let port = try await unusedPort()
+        // Hold the port with a bound socket that never listens: connecting is refused, and no
+        // test running in parallel can start a server on it meanwhile.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(holder >= 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+                bind(holder, generic, length) == 0 && getsockname(holder, generic, &length) == 0
+            }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
         let error = await #expect(throws: WebSocketTestClientError.self) {
             try await WebSocketTestClient.connect(host: "127.0.0.1", port: port)
         }
@@ -231,7 +246,7 @@ struct WebSocketTestClientTests {
             // for as long as the client does not read.
             let count = 20_000
             try await client.send(text: "flood-large:\(count)")
-            try await eventually(timeout: .seconds(5)) { server.stats.becameUnwritable }
+            try await eventually(timeout: .seconds(15)) { server.stats.becameUnwritable }
             try await Task.sleep(for: .milliseconds(200))  // negative check: still backed up
             #expect(!server.stats.writable)
 
@@ -243,7 +258,7 @@ struct WebSocketTestClientTests {
                     return
                 }
             }
-            try await eventually(timeout: .seconds(5)) { server.stats.writable }
+            try await eventually(timeout: .seconds(15)) { server.stats.writable }
         }
     }
 }
@@ -311,7 +326,7 @@ struct ProcessHandleTests {
         let exit = await process.terminate()
         #expect(exit == .signaled(SIGTERM))
         // The whole group is gone, `sleep` included.
-        try await eventually(timeout: .seconds(5)) { kill(-process.pid, 0) != 0 }
+        try await eventually(timeout: .seconds(15)) { kill(-process.pid, 0) != 0 }
     }
 
     @Test func capturesStdoutAndStderrAndExitCode() async throws {
@@ -319,7 +334,7 @@ struct ProcessHandleTests {
         try await process.waitForLine { $0 == "err" }
         #expect(try await process.waitForExit() == 3)
         #expect(process.exit == .exited(3))
-        try await eventually(timeout: .seconds(5)) { process.outputLines.count == 2 }
+        try await eventually(timeout: .seconds(15)) { process.outputLines.count == 2 }
         #expect(Set(process.outputLines) == [OutputLine(stream: .stdout, text: "out"), OutputLine(stream: .stderr, text: "err")])
     }
 
@@ -420,7 +435,7 @@ struct ProcessHandleTests {
 struct WaitingPrimitiveTests {
     @Test func eventuallyPollsUntilTrue() async throws {
         let counter = Mutex(0)
-        try await eventually(timeout: .seconds(5), poll: .milliseconds(1)) {
+        try await eventually(timeout: .seconds(15), poll: .milliseconds(1)) {
             counter.withLock { $0 += 1; return $0 >= 5 }
         }
         #expect(counter.withLock { $0 } == 5)

@@ -83,7 +83,7 @@ extension WebSocketTestClient {
     }
 
     /// The next frame, which must be a text frame holding compact JSON.
-    func nextJSON(timeout: Duration = .seconds(5)) async throws -> JSON {
+    func nextJSON(timeout: Duration = .seconds(15)) async throws -> JSON {
         let text = try await nextText(timeout: timeout)
         let value = try JSON.parse(text)
         #expect(value.encodedString() == text, "the server's text is not compact JSON: \(text)")

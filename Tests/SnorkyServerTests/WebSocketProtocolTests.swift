@@ -434,7 +434,7 @@ struct WebSocketProtocolTests {
         #expect(try await client.expectClose() == 1000)
         try await client.waitForDisconnect()
         // Disconnect cleanup announces nothing to the outside: poll the hub.
-        try await eventually(timeout: .seconds(5), "the subscription is dropped") {
+        try await eventually(timeout: .seconds(15), "the subscription is dropped") {
             live.worker.node.hub.topicCount == 0 && live.worker.server.connectionCount == 0
         }
         await live.shutdown()
@@ -468,7 +468,7 @@ struct WebSocketProtocolTests {
         }
         #expect(live.worker.node.hub.topicCount == 3)
         await client.abort()
-        try await eventually(timeout: .seconds(5), "the subscriptions are dropped") {
+        try await eventually(timeout: .seconds(15), "the subscriptions are dropped") {
             live.worker.node.hub.topicCount == 0 && live.worker.server.connectionCount == 0
         }
         await live.shutdown()

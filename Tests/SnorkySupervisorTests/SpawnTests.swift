@@ -40,8 +40,9 @@ import Testing
             close(sources[0])
             sources[0] = moved
         }
+        // If the whole target range is taken by descriptors of other tests running in this
+        // process, the placement below is still checked, just without an overlap.
         let inherited = Array(sources.reversed()) + [output[1]]
-        try #require(inherited.contains { targetRange.contains($0) })
         let expected = try sources.reversed().map { try #require(target(of: $0)) }
 
         let script = """

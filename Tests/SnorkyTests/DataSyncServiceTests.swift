@@ -127,7 +127,7 @@ struct DataSyncTestClient: Sendable {
     }
 
     /// The `message` of the next frame, which must come from `datasync`.
-    func next(timeout: Duration = .seconds(5)) async throws -> JSON {
+    func next(timeout: Duration = .seconds(15)) async throws -> JSON {
         let frame = try await transport.next(timeout: timeout)
         #expect(frame["service"] == "datasync")
         return try #require(frame["message"])

@@ -90,7 +90,7 @@ final class RecordingTransport: Transport {
 
     /// The next frame written (or already written and not yet returned), parsed.
     /// Throws `Timeout` when none arrives in time.
-    func next(timeout: Duration = .seconds(5)) async throws -> JSON {
+    func next(timeout: Duration = .seconds(15)) async throws -> JSON {
         guard let payload = await nextPayload(timeout: timeout) else { throw Timeout(waited: timeout) }
         return try JSON.parse(payload)
     }
