@@ -49,7 +49,7 @@ mkdir -p "$RAW"
 : > "$LOG"
 BACKEND_KEY="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 
-say() { printf '== %s\n' "$*" | tee -a "$LOG" >&2; }
+say() { printf '== %s %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$LOG" >&2; }
 die() { say "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- processes we own
@@ -74,7 +74,9 @@ stop_group() {  # stop_group PID [grace seconds]
 
 cleanup() {
     local status=$?
-    for pid in "${STARTED_PIDS[@]}"; do stop_group "$pid" 10; done
+    # Newest first: servers before the Redis they use.
+    local index
+    for ((index = ${#STARTED_PIDS[@]} - 1; index >= 0; index--)); do stop_group "${STARTED_PIDS[index]}" 10; done
     [ -d "$WORK" ] && cp -f "$WORK"/*.log "$OUT/raw/" 2>/dev/null || true
     rm -rf "$WORK"
     exit $status
@@ -234,6 +236,7 @@ start_nchan() {
 
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
+    say "stopping server $SERVER_PID"
     stop_group "$SERVER_PID" 20
     forget_pid "$SERVER_PID"
     SERVER_PID=
