@@ -271,13 +271,20 @@ run_one() {  # run_one WORKLOAD TARGET
         target_args="--target nchan --port $NCHAN_PORT"
     fi
     say "$workload / $target"
+    # In the background and waited for, so that a signal reaches the cleanup trap at once
+    # instead of after the run.
     # shellcheck disable=SC2046,SC2086
-    if ! SNORKY_BACKEND_KEY="$BACKEND_KEY" "$BENCH" $target_args $(workload_args "$workload") \
+    SNORKY_BACKEND_KEY="$BACKEND_KEY" "$BENCH" $target_args $(workload_args "$workload") \
         --server-pid-tree "$SERVER_PID" $redis_args \
-        --label "$workload/$target" --json-file "$RAW/$workload-$target.json" 2>>"$LOG" | tee -a "$LOG"; then
+        --label "$workload/$target" --json-file "$RAW/$workload-$target.json" \
+        > >(tee -a "$LOG") 2>>"$LOG" &
+    local bench_pid=$!
+    STARTED_PIDS+=("$bench_pid")
+    if ! wait "$bench_pid"; then
         say "$workload / $target failed (see $LOG)"
         rm -f "$RAW/$workload-$target.json"
     fi
+    forget_pid "$bench_pid"
     stop_server
     sleep 2
 }

@@ -160,7 +160,7 @@ struct DataSyncClusterTests {
 
     @Test("a topic listener gets the topic's publications in order, subscribes once, and stops")
     func topicListener() async throws {
-        let bus = DataSyncTestBus()
+        let bus = SharedMemoryBus()
         let endpoint = bus.attach()
         let node = Node(id: "L", bus: endpoint, logger: Logger(label: "listener", factory: { _ in SwiftLogNoOpLogHandler() }))
         try await node.start()

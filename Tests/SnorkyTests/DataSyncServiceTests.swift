@@ -9,78 +9,6 @@ import Testing
 
 // MARK: - Fixtures (shared by the DataSync*Tests files)
 
-/// The Redis of a one-process cluster: each node attaches an endpoint with its own topic
-/// references, and a publication reaches every endpoint holding the topic before `publish`
-/// returns (`InMemoryBus` has one receiver, so two nodes cannot share it).
-final class DataSyncTestBus: Sendable {
-    final class Endpoint: Bus {
-        private let bus: DataSyncTestBus
-        private let state = Mutex<(receiver: (any BusReceiver)?, references: [String: Int])>((nil, [:]))
-
-        fileprivate init(bus: DataSyncTestBus) {
-            self.bus = bus
-        }
-
-        func start(receiver: any BusReceiver) async throws { state.withLock { $0.receiver = receiver } }
-        func subscribe(topic: String) async { state.withLock { $0.references[topic, default: 0] += 1 } }
-        func unsubscribe(topic: String) {
-            state.withLock { state in
-                let remaining = (state.references[topic] ?? 0) - 1
-                state.references[topic] = remaining > 0 ? remaining : nil
-            }
-        }
-        func publish(topic: String, payload: ByteBuffer) async throws(BusError) { bus.deliver(topic: topic, payload: payload) }
-        func shutdown() async { state.withLock { $0.receiver = nil } }
-
-        fileprivate func receiver(for topic: String) -> (any BusReceiver)? {
-            state.withLock { $0.references[topic] == nil ? nil : $0.receiver }
-        }
-
-        func references(of topic: String) -> Int { state.withLock { $0.references[topic] ?? 0 } }
-    }
-
-    private let endpoints = Mutex<[Endpoint]>([])
-
-    func attach() -> Endpoint {
-        let endpoint = Endpoint(bus: self)
-        endpoints.withLock { $0.append(endpoint) }
-        return endpoint
-    }
-
-    fileprivate func deliver(topic: String, payload: ByteBuffer) {
-        for endpoint in endpoints.withLock({ $0 }) {
-            endpoint.receiver(for: topic)?.deliver(topic: topic, payload: payload)
-        }
-    }
-}
-
-/// Registered after datasync, so it hears a disconnect once datasync's cleanup is done.
-final class DataSyncDisconnectWaiter: Service {
-    let name = "test-datasync-disconnects"
-    private let state = Mutex<(seen: Set<UInt64>, waiters: [UInt64: CheckedContinuation<Void, Never>])>(([], [:]))
-
-    func handle(message: JSON, from client: Client) async {}
-
-    func clientDisconnected(_ client: Client) async {
-        let waiter = state.withLock { state in
-            state.seen.insert(client.id)
-            return state.waiters.removeValue(forKey: client.id)
-        }
-        waiter?.resume()
-    }
-
-    func wait(for client: Client) async {
-        await withCheckedContinuation { continuation in
-            let done = state.withLock { state in
-                if state.seen.contains(client.id) { return true }
-                state.waiters[client.id] = continuation
-                return false
-            }
-            if done { continuation.resume() }
-        }
-    }
-}
-
 /// A store that is down: every call fails as Redis would.
 final class DataSyncUnavailableStore: SubscriptionStore {
     private var down: BusError { .unavailable("test: store is down") }
@@ -119,7 +47,7 @@ enum DataSyncFixtures {
 struct DataSyncTestClient: Sendable {
     let client: Client
     let transport: RecordingTransport
-    let disconnects: DataSyncDisconnectWaiter
+    let disconnects: DisconnectWaiter
 
     func send(_ command: String, _ params: JSON, callId: Int = 1) {
         let message: JSON = ["command": .string(command), "params": params, "callId": .int(Int64(callId))]
@@ -193,7 +121,7 @@ struct DataSyncTestNode: Sendable {
     let node: Node
     let frontend: DataSyncService
     let backend: DataSyncBackendService
-    let disconnects: DataSyncDisconnectWaiter
+    let disconnects: DisconnectWaiter
 
     func connect() -> DataSyncTestClient {
         let (client, transport) = RecordingTransport.connect(to: node)
@@ -239,7 +167,7 @@ struct DataSyncTestCluster: Sendable {
         configure: (_ index: Int, inout DataSyncOptions) -> Void = { _, _ in },
         _ body: (DataSyncTestCluster) async throws -> Void
     ) async throws {
-        let bus = DataSyncTestBus()
+        let bus = SharedMemoryBus()
         var nodes: [DataSyncTestNode] = []
         for index in 0..<count {
             let id = String(UnicodeScalar(UInt8(ascii: "A") + UInt8(index)))
@@ -254,7 +182,7 @@ struct DataSyncTestCluster: Sendable {
             let backend = DataSyncBackendService(frontend: frontend)
             node.register(frontend)
             node.registerBackend(backend)
-            let disconnects = DataSyncDisconnectWaiter()
+            let disconnects = DisconnectWaiter()
             node.register(disconnects)
             try await node.start()
             nodes.append(DataSyncTestNode(node: node, frontend: frontend, backend: backend, disconnects: disconnects))

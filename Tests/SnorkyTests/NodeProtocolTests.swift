@@ -15,7 +15,7 @@ import Testing
 private struct TestNode {
     let node: Node
     let bus: InMemoryBus
-    let disconnects: DisconnectObserver
+    let disconnects: DisconnectWaiter
     /// Topics the node itself holds on the bus (its inbox), before any client subscribes.
     let baselineTopics: Set<String>
 
@@ -38,7 +38,7 @@ private struct TestNode {
         options.pubSubPolicy = policy
         BuiltinServices.register(on: node, options: options)
         node.register(ProbeService())
-        let disconnects = DisconnectObserver()
+        let disconnects = DisconnectWaiter()
         // Registered last: it hears of a disconnect after the node dropped the topics.
         node.register(disconnects)
         try await node.start()
@@ -142,34 +142,6 @@ private func protocolError(_ message: String) -> JSON {
 
 private func notification(channel: JSON, message: JSON) -> JSON {
     ["service": "pubsub", "message": ["type": "message", "channel": channel, "message": message]]
-}
-
-/// Hears `clientDisconnected`, which the node calls after dropping the client's topics,
-/// so a test can await the end of disconnect handling instead of polling.
-private final class DisconnectObserver: Service {
-    let name = "disconnect-observer"
-    private let state = Mutex<(seen: Set<UInt64>, waiters: [UInt64: CheckedContinuation<Void, Never>])>(([], [:]))
-
-    func clientDisconnected(_ client: Client) async {
-        let waiter = state.withLock { state in
-            state.seen.insert(client.id)
-            return state.waiters.removeValue(forKey: client.id)
-        }
-        waiter?.resume()
-    }
-
-    func handle(message: JSON, from client: Client) async {}
-
-    func waitForDisconnect(of client: Client) async {
-        await withCheckedContinuation { continuation in
-            let done = state.withLock { state in
-                if state.seen.contains(client.id) { return true }
-                state.waiters[client.id] = continuation
-                return false
-            }
-            if done { continuation.resume() }
-        }
-    }
 }
 
 /// A service exercising the RPC rules of PROTOCOL.md section 2 that pubsub does not:
@@ -969,7 +941,7 @@ extension NodeProtocolTests {
             #expect(node.clientTopics.count == 4)
 
             leaving.disconnect()
-            await node.disconnects.waitForDisconnect(of: leaving.client)
+            await node.disconnects.wait(for: leaving.client)
             #expect(node.node.hub.topicCount == 1)
             #expect(node.node.hub.subscriberCount(of: node.topic("a")) == 1)
             #expect(node.clientTopics == [node.topic("a")])
@@ -977,7 +949,7 @@ extension NodeProtocolTests {
             #expect(leaving.client.topicCount == 0)
 
             staying.disconnect()
-            await node.disconnects.waitForDisconnect(of: staying.client)
+            await node.disconnects.wait(for: staying.client)
             #expect(node.node.hub.topicCount == 0)
             #expect(node.clientTopics.isEmpty)
             await node.shutdown()
@@ -991,7 +963,7 @@ extension NodeProtocolTests {
                 connection.call("pubsub", "subscribe", ["channel": .int(Int64(index))])
             }
             connection.disconnect()
-            await node.disconnects.waitForDisconnect(of: connection.client)
+            await node.disconnects.wait(for: connection.client)
             #expect(node.node.hub.topicCount == 0)
             #expect(node.clientTopics.isEmpty)
             await node.shutdown()

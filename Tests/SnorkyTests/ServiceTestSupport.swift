@@ -62,6 +62,10 @@ final class SharedMemoryBus: Sendable {
         var subscribedTopics: Set<String> {
             state.withLock { Set($0.references.keys) }
         }
+
+        func references(of topic: String) -> Int {
+            state.withLock { $0.references[topic] ?? 0 }
+        }
     }
 
     private let endpoints = Mutex<[Endpoint]>([])

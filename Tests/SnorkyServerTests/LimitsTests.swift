@@ -1,0 +1,110 @@
+import Snorky
+import SnorkyProtocol
+import SnorkyServer
+import SnorkyServices
+import SnorkyTesting
+import Testing
+
+/// The per-worker and per-connection limits (docs/protocol.md, close codes 4001-4003),
+/// over real sockets. Waits are bounded by events (a close frame, a reply); the only
+/// timings are the server's own keepalive settings, which tests make short.
+@Suite("Live worker: limits")
+struct LimitsTests {
+    // MARK: Keepalive
+
+    @Test("a client that answers no pings and stays silent is closed with 4002")
+    func silentClientClosed() async throws {
+        let live = try await LiveWorker.start(configure: {
+            $0.pingInterval = .milliseconds(200)
+            $0.pongTimeout = .milliseconds(200)
+        })
+        let silent = try await WebSocketTestClient.connect(host: "127.0.0.1", port: live.port, answersPings: false)
+        // The server pings first (the client does not answer), then closes.
+        #expect(try await silent.expectClose(ignoringOtherEvents: true) == CloseCode.keepaliveTimeout)
+        await live.shutdown()
+    }
+
+    @Test("a client that answers pings stays open across several keepalive intervals")
+    func answeringClientStaysOpen() async throws {
+        let live = try await LiveWorker.start(configure: {
+            $0.pingInterval = .milliseconds(200)
+            $0.pongTimeout = .milliseconds(200)
+        })
+        let answering = try await live.connect()
+        // A silent client in the same worker marks the time: once it has been closed for
+        // keepalive, the answering one has been pinged and answered at least once.
+        for _ in 0..<3 {
+            let silent = try await WebSocketTestClient.connect(host: "127.0.0.1", port: live.port, answersPings: false)
+            #expect(try await silent.expectClose(ignoringOtherEvents: true) == CloseCode.keepaliveTimeout)
+        }
+        #expect(answering.isConnected)
+        try await answering.expectUsable("the client answering pings was closed")
+        await live.shutdown()
+    }
+
+    // MARK: Connection limit
+
+    @Test("past maxConnections a new connection is closed with 4003; the others keep working")
+    func connectionLimit() async throws {
+        let live = try await LiveWorker.start(configure: { $0.maxConnections = 2 })
+        let first = try await live.connect()
+        let second = try await live.connect()
+        let third = try await live.connect()
+        #expect(try await third.expectClose() == CloseCode.tooManyConnections)
+        try await first.expectUsable("first connection")
+        try await second.expectUsable("second connection")
+        // Once the refused connection is gone, a place is still taken by each of the two.
+        try await third.waitForDisconnect()
+        await live.shutdown()
+    }
+
+    // MARK: Slow consumer
+
+    @Test("a subscriber that stops reading is closed with 4001; every other subscriber gets every message in order")
+    func slowConsumer() async throws {
+        let live = try await LiveWorker.start(configure: { $0.maxOutboundBuffer = 64 * 1024 })
+        let subscriberCount = 50
+        var subscribers: [WebSocketTestClient] = []
+        for index in 0..<subscriberCount {
+            let client = try await live.connect()
+            #expect(try await client.request("pubsub", "subscribe", ["channel": "firehose"], callId: .int(Int64(index)))
+                == rpcResponse("pubsub", callId: .int(Int64(index))))
+            subscribers.append(client)
+        }
+        let paused = subscribers[0]
+        try await paused.pauseReading()
+
+        // ~1 KiB messages, published by a client that waits for each batch's replies so its
+        // own request queue stays far below the server's limit.
+        let filler = String(repeating: "x", count: 1000)
+        let messageCount = 2000
+        let batch = 100
+        let publisher = try await live.connect()
+        for start in stride(from: 0, to: messageCount, by: batch) {
+            for n in start..<(start + batch) {
+                try await publisher.call(
+                    "pubsub", "publish", ["channel": "firehose", "message": ["n": .int(Int64(n)), "fill": .string(filler)]],
+                    callId: .int(Int64(n)))
+            }
+            for n in start..<(start + batch) {
+                #expect(try await publisher.nextJSON() == rpcResponse("pubsub", callId: .int(Int64(n))))
+            }
+        }
+
+        for (index, client) in subscribers.enumerated().dropFirst() {
+            for n in 0..<messageCount {
+                let message = try await client.nextJSON()
+                guard message == pubsubNotification(channel: "firehose", message: ["n": .int(Int64(n)), "fill": .string(filler)])
+                else {
+                    Issue.record("subscriber \(index) expected message \(n), got \(String(describing: message["message"]?["message"]?["n"]))")
+                    break
+                }
+            }
+        }
+
+        // Reading again, the paused client finds some of the messages, then the close.
+        try await paused.resumeReading()
+        #expect(try await paused.expectClose(ignoringOtherEvents: true) == CloseCode.slowConsumer)
+        await live.shutdown()
+    }
+}
