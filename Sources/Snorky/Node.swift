@@ -12,6 +12,9 @@ public struct NodeConfiguration: Sendable {
     /// Frames a connection may have waiting for processing; past it the connection is
     /// closed (1008) rather than buffering without bound.
     public var maxQueuedFrames = 1024
+    /// Topics one connection may be subscribed to at once; services refuse more
+    /// (pubsub answers `Too many subscriptions`).
+    public var maxSubscriptionsPerClient = 1000
 
     public init() {}
 }
@@ -34,6 +37,7 @@ public final class Node: BusReceiver, Sendable {
     private let nextClientID = Atomic<UInt64>(1)
     private let clients = Mutex<[UInt64: Client]>([:])
     private let livenessTask = Mutex<Task<Void, Never>?>(nil)
+    private let probe = BusProbe()
     private let connectedClients = Atomic<Int>(0)
 
     public init(
@@ -83,7 +87,19 @@ public final class Node: BusReceiver, Sendable {
         livenessTask.withLock { $0 = task }
     }
 
+    /// Whether a probe sent through the bus to this node came back recently (within three
+    /// liveness rounds). False before the first round.
+    public var isBusDelivering: Bool {
+        probe.isHealthy(freshness: .seconds(3))
+    }
+
+    /// The round-trip time of the last successful bus probe.
+    public var busRoundTrip: Duration? {
+        probe.lastRoundTrip
+    }
+
     private func livenessRound(ttl: Duration) async {
+        _ = await probe.run(bus: bus, inboxTopic: inboxTopic, timeout: .seconds(1))
         do {
             try await state.heartbeat(nodeID: id, ttl: ttl)
             let reaped = try await state.reapDeadNodes(survivor: id)
@@ -264,7 +280,11 @@ public final class Node: BusReceiver, Sendable {
                 logger.warning("dropping a malformed direct message")
                 return
             }
-            localClient(id: message.clientID)?.send(OutboundFrame(payload: message.envelope))
+            if message.clientID == BusProbe.probeClientID {
+                probe.received(message.envelope)
+            } else {
+                localClient(id: message.clientID)?.send(OutboundFrame(payload: message.envelope))
+            }
             return
         }
         guard let publication = NodePublication.parseTopic(payload) else {

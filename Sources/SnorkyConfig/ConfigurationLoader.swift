@@ -168,6 +168,28 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.maxConnections = try value.int("max_connections", range: 0...10_000_000)
         },
+        Setting(key: "max_subscriptions", summary: "topics one connection may subscribe to at once") {
+            config, value throws(ConfigurationError) in
+            config.maxSubscriptions = try value.int("max_subscriptions", range: 1...10_000_000)
+        },
+        Setting(key: "allowed_origins", summary: "comma-separated Origin values allowed to connect (unset = any); others get 403") {
+            config, value throws(ConfigurationError) in
+            // A comma-separated string anywhere; a TOML array of strings in the file.
+            let parts: [String]
+            if case .toml(.array(let items)) = value {
+                parts = try items.map { item throws(ConfigurationError) in
+                    guard let text = item.stringValue else { throw ConfigurationError("allowed_origins: expected strings") }
+                    return text
+                }
+            } else {
+                parts = try value.string("allowed_origins").split(separator: ",").map(String.init)
+            }
+            let origins = parts
+                .map { String($0.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()) }
+                .filter { !$0.isEmpty }
+            guard !origins.isEmpty else { throw ConfigurationError("allowed_origins: no origin given") }
+            config.allowedOrigins = origins
+        },
         Setting(key: "protocol_error_limit", summary: "protocol errors per window before close 1008") {
             config, value throws(ConfigurationError) in
             config.protocolErrorLimit = try value.int("protocol_error_limit", range: 1...1_000_000)

@@ -40,6 +40,11 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     public var pongTimeout = 10.0
     /// WebSocket connections per worker; 0 = no limit. More are closed with 4003.
     public var maxConnections = 0
+    /// Topics one connection may subscribe to at once; more are refused.
+    public var maxSubscriptions = 1000
+    /// Origins allowed to open WebSocket connections (`Origin` header); nil allows any.
+    /// Requests without an `Origin` header (non-browser clients) are always allowed.
+    public var allowedOrigins: [String]?
     public var protocolErrorLimit = 100
     /// Seconds.
     public var protocolErrorWindow = 10.0

@@ -22,12 +22,26 @@ final class BackendAPI: Sendable {
     private let key: [UInt8]?
     private let timeout: Duration
     private let stats: @Sendable () -> JSON
+    private let isAccepting: @Sendable () -> Bool
 
-    init(node: Node, key: String?, timeout: Duration, stats: @escaping @Sendable () -> JSON) {
+    init(
+        node: Node, key: String?, timeout: Duration,
+        stats: @escaping @Sendable () -> JSON, isAccepting: @escaping @Sendable () -> Bool
+    ) {
         self.node = node
         self.key = key.map { Array($0.utf8) }
         self.timeout = timeout
         self.stats = stats
+        self.isAccepting = isAccepting
+    }
+
+    /// `GET /ready`: 200 while the worker accepts connections and a probe sent through the
+    /// bus came back recently; 503 otherwise (draining, or the bus is not delivering).
+    func readyReply() -> Reply {
+        let accepting = isAccepting()
+        let delivering = node.isBusDelivering
+        let body: JSON = ["ready": .bool(accepting && delivering), "accepting": .bool(accepting), "bus": .bool(delivering)]
+        return Reply(status: accepting && delivering ? .ok : .serviceUnavailable, body: ByteBuffer(bytes: body.encodedBytes()))
     }
 
     /// `GET /stats`: this worker's counters, so operators and tests can see how

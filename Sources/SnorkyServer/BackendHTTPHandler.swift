@@ -79,6 +79,8 @@ final class BackendHTTPHandler: ChannelInboundHandler {
         case ("/stats", .GET):
             let reply = api.statsReply(presentedKey: head.headers.first(name: BackendAPI.keyHeader))
             respond(context: context, head: head, reply: reply, close: false)
+        case ("/ready", .GET), ("/ready", .HEAD):
+            respond(context: context, head: head, reply: api.readyReply(), close: false)
         case ("/health", .GET), ("/health", .HEAD):
             let body = JSON.object(["status": "ok"]).encodedBytes()
             respond(context: context, head: head, reply: .init(status: .ok, body: ByteBuffer(bytes: body)), close: false)

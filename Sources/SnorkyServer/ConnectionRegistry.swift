@@ -24,6 +24,11 @@ final class ConnectionRegistry: Sendable {
         state.withLock { $0.transports.count }
     }
 
+    /// True once a drain started.
+    var isDraining: Bool {
+        state.withLock { $0.drainCode != nil }
+    }
+
     /// A TCP connection was accepted; `closed` is called when it closes.
     func socketOpened() {
         state.withLock { $0.openSockets += 1 }

@@ -10,11 +10,13 @@ final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let webSocketPath: String
     private let identities: ConnectionIdentity
+    private let isOriginAllowed: @Sendable ([String]) -> Bool
     private var requestHead: HTTPRequestHead?
 
-    init(webSocketPath: String, identities: ConnectionIdentity) {
+    init(webSocketPath: String, identities: ConnectionIdentity, isOriginAllowed: @escaping @Sendable ([String]) -> Bool) {
         self.webSocketPath = webSocketPath
         self.identities = identities
+        self.isOriginAllowed = isOriginAllowed
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -27,7 +29,9 @@ final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard let head = requestHead else { return }
             requestHead = nil
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            if path == webSocketPath, case .refused(let reason) = identities.resolve(uri: head.uri) {
+            if path == webSocketPath, !isOriginAllowed(head.headers["Origin"]) {
+                respond(context: context, head: head, status: .forbidden, body: "Origin not allowed\n")
+            } else if path == webSocketPath, case .refused(let reason) = identities.resolve(uri: head.uri) {
                 respond(context: context, head: head, status: .unauthorized, body: reason + "\n")
             } else if path == webSocketPath {
                 respond(context: context, head: head, status: .upgradeRequired, body: "Use a WebSocket connection.\n")

@@ -34,6 +34,10 @@ public struct ServerConfiguration: Sendable {
     /// WebSocket connections this worker accepts at once; more are closed with 4003.
     /// 0 means no limit.
     public var maxConnections = 0
+    /// Values of the `Origin` header allowed to open a WebSocket connection; any other
+    /// origin is refused with 403. nil allows every origin (logged as a warning at start).
+    /// A request without `Origin` (a non-browser client) is always allowed.
+    public var allowedOrigins: [String]?
 
     /// Extra fields this worker reports in `GET /stats` (e.g. its slot and pid).
     public var statsLabels: [String: String] = [:]
@@ -41,4 +45,13 @@ public struct ServerConfiguration: Sendable {
     public var tokens: ConnectionTokens?
 
     public init() {}
+}
+
+extension ServerConfiguration {
+    /// Whether a WebSocket upgrade with these headers passes `allowedOrigins`: no list,
+    /// no `Origin` header (non-browser clients), or an exact match of every `Origin` value.
+    func isOriginAllowed(_ origins: [String]) -> Bool {
+        guard let allowedOrigins else { return true }
+        return origins.allSatisfy { allowedOrigins.contains($0) }
+    }
 }

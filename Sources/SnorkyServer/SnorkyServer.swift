@@ -41,8 +41,12 @@ public final class SnorkyServer: Sendable {
                 for (key, value) in configuration.statsLabels.sorted(by: { $0.key < $1.key }) {
                     stats[key] = .string(value)
                 }
+                if let roundTrip = node.busRoundTrip {
+                    stats["busRoundTripMicroseconds"] = .int(roundTrip.components.seconds * 1_000_000 + roundTrip.components.attoseconds / 1_000_000_000_000)
+                }
                 return .object(stats)
-            })
+            },
+            isAccepting: { !connections.isDraining })
     }
 
     /// Open WebSocket connections on this worker.
@@ -55,6 +59,9 @@ public final class SnorkyServer: Sendable {
     ) async throws -> (public: SocketAddress, backend: SocketAddress) {
         if configuration.backendKey == nil {
             logger.warning("no backend key configured: the backend API refuses every request; set --backend-key or SNORKY_BACKEND_KEY")
+        }
+        if configuration.allowedOrigins == nil {
+            logger.warning("no allowed origins configured: any web page may open WebSocket connections; set allowed_origins or SNORKY_ALLOWED_ORIGINS")
         }
         let publicChannel = try await open(
             publicListener ?? .bind(host: configuration.host, port: configuration.port),
@@ -143,11 +150,12 @@ public final class SnorkyServer: Sendable {
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 // A refused upgrade falls through to PublicHTTPHandler, which answers it.
-                let accept: Bool
+                var accept: Bool
                 switch identities.resolve(uri: head.uri) {
                 case .refused: accept = false
                 case .anonymous, .identified: accept = requestPath(head.uri) == path
                 }
+                if !configuration.isOriginAllowed(head.headers["Origin"]) { accept = false }
                 return channel.eventLoop.makeSucceededFuture(accept ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { channel, head in
@@ -181,7 +189,7 @@ public final class SnorkyServer: Sendable {
                 }
             )
         )
-        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path, identities: identities), name: httpHandlerName)
+        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path, identities: identities, isOriginAllowed: configuration.isOriginAllowed), name: httpHandlerName)
     }
 
     private func backendBootstrap() -> ServerBootstrap {

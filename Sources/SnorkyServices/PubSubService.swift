@@ -38,6 +38,9 @@ public final class PubSubService: Sendable {
     }
 
     @Command func subscribe(channel: JSON, client: Client) async throws {
+        guard client.topicCount < node.configuration.maxSubscriptionsPerClient else {
+            throw RPCError("Too many subscriptions")
+        }
         guard await node.subscribe(client, to: topic(for: channel)) else {
             throw RPCError("Already subscribed")
         }

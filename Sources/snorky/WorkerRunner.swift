@@ -68,6 +68,7 @@ enum WorkerRunner {
         server.pingInterval = .seconds(configuration.pingInterval)
         server.pongTimeout = .seconds(configuration.pongTimeout)
         server.maxConnections = configuration.maxConnections
+        server.allowedOrigins = configuration.allowedOrigins
         return server
     }
 
@@ -87,6 +88,7 @@ enum WorkerRunner {
             limit: configuration.protocolErrorLimit,
             window: .seconds(configuration.protocolErrorWindow)
         )
+        node.maxSubscriptionsPerClient = configuration.maxSubscriptions
         return node
     }
 

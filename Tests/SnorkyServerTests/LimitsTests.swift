@@ -91,12 +91,23 @@ struct LimitsTests {
             }
         }
 
-        for (index, client) in subscribers.enumerated().dropFirst() {
+        // The first reading subscriber's frames are checked in full; every other one must
+        // have received the same frames (the server frames each message once).
+        var expected: [String] = []
+        for n in 0..<messageCount {
+            let text = try await subscribers[1].nextText()
+            guard try JSON.parse(text) == pubsubNotification(channel: "firehose", message: ["n": .int(Int64(n)), "fill": .string(filler)])
+            else {
+                Issue.record("subscriber 1 expected message \(n), got \(text.prefix(120))")
+                return
+            }
+            expected.append(text)
+        }
+        for (index, client) in subscribers.enumerated().dropFirst(2) {
             for n in 0..<messageCount {
-                let message = try await client.nextJSON()
-                guard message == pubsubNotification(channel: "firehose", message: ["n": .int(Int64(n)), "fill": .string(filler)])
-                else {
-                    Issue.record("subscriber \(index) expected message \(n), got \(String(describing: message["message"]?["message"]?["n"]))")
+                let text = try await client.nextText()
+                guard text == expected[n] else {
+                    Issue.record("subscriber \(index) expected message \(n), got \(text.prefix(120))")
                     break
                 }
             }
@@ -105,6 +116,58 @@ struct LimitsTests {
         // Reading again, the paused client finds some of the messages, then the close.
         try await paused.resumeReading()
         #expect(try await paused.expectClose(ignoringOtherEvents: true) == CloseCode.slowConsumer)
+        await live.shutdown()
+    }
+
+    // MARK: Subscriptions per connection
+
+    @Test("past maxSubscriptionsPerClient pubsub answers Too many subscriptions; unsubscribing frees a place")
+    func subscriptionLimit() async throws {
+        var node = NodeConfiguration()
+        node.maxSubscriptionsPerClient = 3
+        let live = try await LiveWorker.start(node: node)
+        let client = try await live.connect()
+        for n in 0..<3 {
+            #expect(try await client.request("pubsub", "subscribe", ["channel": .int(Int64(n))], callId: .int(Int64(n)))
+                == rpcResponse("pubsub", callId: .int(Int64(n))))
+        }
+        #expect(try await client.request("pubsub", "subscribe", ["channel": 3], callId: "over")
+            == rpcError("pubsub", callId: "over", "Too many subscriptions"))
+        // The refused channel was not subscribed: a publication on it does not arrive.
+        let publisher = try await live.connect()
+        #expect(try await publisher.request("pubsub", "publish", ["channel": 3, "message": "lost"], callId: 1)
+            == rpcResponse("pubsub", callId: 1))
+        try await client.expectUsable("a notification arrived for a refused subscription")
+        // Another connection has its own allowance.
+        #expect(try await publisher.request("pubsub", "subscribe", ["channel": 3], callId: 2) == rpcResponse("pubsub", callId: 2))
+
+        #expect(try await client.request("pubsub", "unsubscribe", ["channel": 0], callId: "u") == rpcResponse("pubsub", callId: "u"))
+        #expect(try await client.request("pubsub", "subscribe", ["channel": 3], callId: "again") == rpcResponse("pubsub", callId: "again"))
+        #expect(try await publisher.request("pubsub", "publish", ["channel": 3, "message": "found"], callId: 3)
+            == pubsubNotification(channel: 3, message: "found"))
+        #expect(try await publisher.nextJSON() == rpcResponse("pubsub", callId: 3))
+        #expect(try await client.nextJSON() == pubsubNotification(channel: 3, message: "found"))
+        await live.shutdown()
+    }
+
+    // MARK: Allowed origins
+
+    @Test("with allowedOrigins an upgrade from another Origin gets 403; a listed Origin or none connects")
+    func allowedOrigins() async throws {
+        let live = try await LiveWorker.start(configure: { $0.allowedOrigins = ["https://app.example.com", "https://other.example.com"] })
+        let allowed = try await WebSocketTestClient.connect(
+            host: "127.0.0.1", port: live.port, headers: [("Origin", "https://app.example.com")])
+        try await allowed.expectUsable("listed origin")
+        let noOrigin = try await live.connect()
+        try await noOrigin.expectUsable("no Origin header")
+        for origin in ["https://evil.example.com", "http://app.example.com", "null"] {
+            await #expect {
+                _ = try await WebSocketTestClient.connect(host: "127.0.0.1", port: live.port, headers: [("Origin", origin)])
+            } throws: { error in
+                guard case WebSocketTestClientError.upgradeRejected(let status, _) = error else { return false }
+                return status == 403
+            }
+        }
         await live.shutdown()
     }
 }

@@ -18,6 +18,7 @@ struct LiveWorker {
     /// Starts a worker. `configure` adjusts the server configuration (ports are forced to 0,
     /// the backend key defaults to "test-key").
     static func start(
+        bus: any Bus = InMemoryBus(),
         node nodeConfiguration: NodeConfiguration = NodeConfiguration(),
         threads: Int = 2,
         configure: (inout ServerConfiguration) -> Void = { _ in },
@@ -32,7 +33,7 @@ struct LiveWorker {
             id: "test-worker",
             server: configuration,
             node: nodeConfiguration,
-            bus: InMemoryBus(),
+            bus: bus,
             threads: threads,
             logger: Logger(label: "SnorkyServerTests", factory: { _ in SwiftLogNoOpLogHandler() }),
             registerServices: registerServices
