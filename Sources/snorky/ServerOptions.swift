@@ -48,6 +48,12 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Largest client message in bytes (default 65536).")
     var maxFrameSize: String?
 
+    @Option(help: "Comma-separated Origins allowed to open WebSocket connections (default: any).")
+    var allowedOrigins: String?
+
+    @Option(help: "Subscriptions per connection (default 1000).")
+    var maxSubscriptions: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
 
@@ -57,7 +63,8 @@ struct ServerOptions: ParsableArguments {
             ("host", host), ("port", port), ("backend_host", backendHost), ("backend_port", backendPort),
             ("backend_key", backendKey), ("token_secret", tokenSecret), ("workers", workers), ("threads", threads), ("bus", bus),
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
-            ("max_frame_size", maxFrameSize), ("log_level", logLevel),
+            ("max_frame_size", maxFrameSize), ("allowed_origins", allowedOrigins),
+            ("max_subscriptions", maxSubscriptions), ("log_level", logLevel),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }

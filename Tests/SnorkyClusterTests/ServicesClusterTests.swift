@@ -437,11 +437,10 @@ private func connectionToken(for identity: String) async throws -> String {
     let process = try await ProcessHandle.launch(
         try SnorkyExecutable.path,
         arguments: ["token", "--token-secret", ClusterTests.ServicesCluster.tokenSecret, "--sub", identity])
+    // Await the line itself: the process can exit before its output has been read.
+    let token = try await process.waitForLine(matching: { $0.split(separator: ".").count == 3 })
     let code = try await process.waitForExit()
-    let lines = process.outputLines.filter { $0.stream == .stdout }.map(\.text).filter { !$0.isEmpty }
-    guard code == 0, let token = lines.last, token.split(separator: ".").count == 3 else {
-        throw ClusterFixtureError("snorky token exited \(code): \(process.outputLines)")
-    }
+    guard code == 0 else { throw ClusterFixtureError("snorky token exited \(code): \(process.outputLines)") }
     return token
 }
 

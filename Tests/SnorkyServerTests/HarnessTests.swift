@@ -212,22 +212,9 @@ struct WebSocketTestClientTests {
     }
 
     @Test func refusedConnectionIsAnError() async throws {
-        // Hold the port with a bound socket that never listens: connecting is refused, and no
-        // test running in parallel can start a server on it meanwhile.
-        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(holder >= 0)
-        defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
-                bind(holder, generic, length) == 0 && getsockname(holder, generic, &length) == 0
-            }
-        }
-        try #require(bound)
-        let port = Int(UInt16(bigEndian: address.sin_port))
+        let holder = try RefusingPort()
+        defer { holder.close() }
+        let port = holder.port
         let error = await #expect(throws: WebSocketTestClientError.self) {
             try await WebSocketTestClient.connect(host: "127.0.0.1", port: port)
         }
@@ -303,7 +290,9 @@ struct HTTPTestClientTests {
     }
 
     @Test func refusedConnection() async throws {
-        let port = try await unusedPort()
+        let holder = try RefusingPort()
+        defer { holder.close() }
+        let port = holder.port
         let error = await #expect(throws: HTTPTestClientError.self) {
             try await HTTPTestClient.get(host: "127.0.0.1", port: port, path: "/")
         }
@@ -552,12 +541,33 @@ func withEchoServer(_ body: (EchoServer) async throws -> Void) async throws {
 }
 
 /// A port nothing listens on: bound once, then released.
-func unusedPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress!.port!
-    try await channel.close()
-    return port
+/// A loopback port held by a bound socket that never listens: connecting to it is refused,
+/// and no test running in parallel can start a server on it meanwhile (a port that was
+/// merely free a moment ago could be taken).
+struct RefusingPort {
+    let descriptor: Int32
+    let port: Int
+
+    init() throws {
+        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(descriptor >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let descriptor = self.descriptor
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+                bind(descriptor, generic, length) == 0 && getsockname(descriptor, generic, &length) == 0
+            }
+        }
+        try #require(bound)
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() {
+        _ = Glibc.close(descriptor)
+    }
 }
 
 private final class EchoWebSocketHandler: ChannelInboundHandler {
