@@ -141,9 +141,9 @@ public final class SnorkyServer: Sendable {
         let path = configuration.webSocketPath
         let maxFrameSize = configuration.maxFrameSize
         let identities = ConnectionIdentity(tokens: configuration.tokens)
-        let keepalive = WebSocketConnectionHandler.Keepalive(
-            interval: TimeAmount(configuration.pingInterval),
-            timeout: TimeAmount(configuration.pongTimeout),
+        let policy = WebSocketConnectionHandler.Policy(
+            pingInterval: TimeAmount(configuration.pingInterval),
+            pongTimeout: TimeAmount(configuration.pongTimeout),
             maxConnections: configuration.maxConnections)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
@@ -175,7 +175,7 @@ public final class SnorkyServer: Sendable {
                     )
                     try pipeline.addHandler(
                         WebSocketConnectionHandler(
-                            node: node, connections: connections, identity: identity, keepalive: keepalive)
+                            node: node, connections: connections, identity: identity, policy: policy)
                     )
                 }
             }

@@ -19,7 +19,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private let node: Node
     private let connections: ConnectionRegistry
     private let identity: String?
-    private let keepalive: Keepalive
+    private let policy: Policy
     private var keepaliveTimer: Scheduled<Void>?
     /// Something arrived since the last keepalive tick.
     private var heardFromPeer = true
@@ -32,17 +32,18 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var transport: ChannelTransport?
     private var isClosing = false
 
-    struct Keepalive {
-        var interval: TimeAmount
-        var timeout: TimeAmount
+    /// Per-connection limits, from `ServerConfiguration`.
+    struct Policy {
+        var pingInterval: TimeAmount
+        var pongTimeout: TimeAmount
         var maxConnections: Int
     }
 
-    init(node: Node, connections: ConnectionRegistry, identity: String?, keepalive: Keepalive) {
+    init(node: Node, connections: ConnectionRegistry, identity: String?, policy: Policy) {
         self.node = node
         self.connections = connections
         self.identity = identity
-        self.keepalive = keepalive
+        self.policy = policy
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -54,13 +55,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.client = client
         connections.add(transport)
         // A refused connection never reaches the services (no connect, so no disconnect).
-        if keepalive.maxConnections > 0, connections.count > keepalive.maxConnections {
+        if policy.maxConnections > 0, connections.count > policy.maxConnections {
             self.client = nil
             close(code: CloseCode.tooManyConnections, reason: "Too many connections")
             return
         }
         client.didConnect()
-        scheduleKeepalive(context: context, after: keepalive.interval)
+        scheduleKeepalive(context: context, after: policy.pingInterval)
     }
 
     // MARK: Keepalive
@@ -80,13 +81,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         if heardFromPeer {
             heardFromPeer = false
             pingOutstanding = false
-            scheduleKeepalive(context: context, after: keepalive.interval)
+            scheduleKeepalive(context: context, after: policy.pingInterval)
         } else if !pingOutstanding {
             pingOutstanding = true
             rawContext.writeAndFlush(
                 wrapOutboundOut(WebSocketWire.pingFrame(payload: ByteBuffer(), allocator: context.channel.allocator)),
                 promise: nil)
-            scheduleKeepalive(context: context, after: keepalive.timeout)
+            scheduleKeepalive(context: context, after: policy.pongTimeout)
         } else {
             close(code: CloseCode.keepaliveTimeout, reason: "Keepalive timeout")
         }
