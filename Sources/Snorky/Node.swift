@@ -38,7 +38,6 @@ public final class Node: BusReceiver, Sendable {
     private let clients = Mutex<[UInt64: Client]>([:])
     private let livenessTask = Mutex<Task<Void, Never>?>(nil)
     private let probe = BusProbe()
-    private let connectedClients = Atomic<Int>(0)
 
     public init(
         id: String,
@@ -155,7 +154,7 @@ public final class Node: BusReceiver, Sendable {
     }
 
     public var clientCount: Int {
-        connectedClients.load(ordering: .relaxed)
+        clients.withLock { $0.count }
     }
 
     /// The client's cluster-wide address.
@@ -169,7 +168,6 @@ public final class Node: BusReceiver, Sendable {
     }
 
     func clientConnected(_ client: Client) async {
-        connectedClients.add(1, ordering: .relaxed)
         clients.withLock { $0[client.id] = client }
         for service in registrationOrder.withLock({ $0 }) {
             await service.clientConnected(client)
@@ -177,7 +175,6 @@ public final class Node: BusReceiver, Sendable {
     }
 
     func clientDisconnected(_ client: Client) async {
-        connectedClients.subtract(1, ordering: .relaxed)
         clients.withLock { $0[client.id] = nil }
         for topic in client.closeAndTakeTopics() {
             hub.remove(client, from: topic)

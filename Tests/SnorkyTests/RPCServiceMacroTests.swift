@@ -301,13 +301,13 @@ extension RPCServiceMacroTests {
     @Suite struct RecordingTransportTests {
         @Test func framesComeOutInOrderWhetherWrittenBeforeOrAfterWaiting() async throws {
             let transport = RecordingTransport()
-            transport.send(OutboundFrame(service: "a", message: 1))
-            transport.send(OutboundFrame(service: "a", message: 2))
+            transport.eventLoop.execute { transport.write(OutboundFrame(service: "a", message: 1)) }
+            transport.eventLoop.execute { transport.write(OutboundFrame(service: "a", message: 2)) }
             #expect(try await transport.next() == ["service": "a", "message": 1])
             #expect(try await transport.next() == ["service": "a", "message": 2])
             // Not yet written: `next` waits for it.
             async let third = transport.next()
-            transport.send(OutboundFrame(service: "a", message: 3))
+            transport.eventLoop.execute { transport.write(OutboundFrame(service: "a", message: 3)) }
             #expect(try await third == ["service": "a", "message": 3])
             #expect(transport.payloads.count == 3)
         }
@@ -316,7 +316,7 @@ extension RPCServiceMacroTests {
             let transport = RecordingTransport()
             await #expect(throws: RecordingTransport.Timeout.self) { try await transport.next(timeout: .milliseconds(20)) }
             try await transport.expectNothing(for: .milliseconds(20))
-            transport.send(OutboundFrame(service: "a", message: "late"))
+            transport.eventLoop.execute { transport.write(OutboundFrame(service: "a", message: "late")) }
             await #expect(throws: RecordingTransport.UnexpectedFrame.self) {
                 try await transport.expectNothing(for: .seconds(5))
             }
