@@ -168,6 +168,14 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.maxConnections = try value.int("max_connections", range: 0...10_000_000)
         },
+        Setting(key: "max_requests_per_second", summary: "requests (messages and pings) per second per connection (0 = no limit); more: close 4004") {
+            config, value throws(ConfigurationError) in
+            config.maxRequestsPerSecond = try value.int("max_requests_per_second", range: 0...1_000_000)
+        },
+        Setting(key: "request_burst", summary: "requests a connection may send at once above max_requests_per_second") {
+            config, value throws(ConfigurationError) in
+            config.requestBurst = try value.int("request_burst", range: 1...1_000_000)
+        },
         Setting(key: "max_subscriptions", summary: "topics one connection may subscribe to at once") {
             config, value throws(ConfigurationError) in
             config.maxSubscriptions = try value.int("max_subscriptions", range: 1...10_000_000)

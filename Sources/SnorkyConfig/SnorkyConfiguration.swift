@@ -40,6 +40,11 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     public var pongTimeout = 10.0
     /// WebSocket connections per worker; 0 = no limit. More are closed with 4003.
     public var maxConnections = 0
+    /// Requests (messages and pings) per second one connection may send, sustained;
+    /// 0 = no limit. A client over its allowance is closed with 4004.
+    public var maxRequestsPerSecond = 100
+    /// Requests a connection may send at once above that rate.
+    public var requestBurst = 200
     /// Topics one connection may subscribe to at once; more are refused.
     public var maxSubscriptions = 1000
     /// Origins allowed to open WebSocket connections (`Origin` header); nil allows any.

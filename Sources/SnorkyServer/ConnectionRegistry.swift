@@ -7,12 +7,17 @@ import Synchronization
 /// connections, and connections accepted but not upgraded yet (a drain must wait for those
 /// too, or a worker would exit under a client in the middle of its handshake).
 final class ConnectionRegistry: Sendable {
+    /// How a drain closes connections, including those that arrive while it runs.
+    private typealias DrainCode = (code: UInt16, reason: String, lateGrace: Duration)
+
     private struct State {
         var transports: [ObjectIdentifier: ChannelTransport] = [:]
         /// Accepted TCP connections (upgraded or not) that are still open.
         var openSockets = 0
-        var drainCode: (code: UInt16, reason: String, lateGrace: Duration)?
+        var drainCode: DrainCode?
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Closes this worker decided on (not echoes of a client's close), by close code.
+        var closesByCode: [UInt16: Int] = [:]
 
         var isEmpty: Bool { transports.isEmpty && openSockets == 0 }
     }
@@ -42,19 +47,27 @@ final class ConnectionRegistry: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Registers an upgraded connection. When the worker is already draining, its close
-    /// is scheduled after `lateGrace`, so a client that reached a draining worker is still
-    /// served briefly (its first request answered) before being sent elsewhere.
-    func add(_ transport: ChannelTransport) {
-        let drain = state.withLock { state in
+    /// Registers an upgraded connection, unless `limit` (when above 0) connections are
+    /// registered already: then returns false and the caller refuses it (4003). Checked
+    /// and counted under one lock, so connections arriving on several event loops at once
+    /// cannot overshoot the limit.
+    ///
+    /// When the worker is already draining, its close is scheduled after `lateGrace`, so a
+    /// client that reached a draining worker is still served briefly (its first request
+    /// answered) before being sent elsewhere.
+    func add(_ transport: ChannelTransport, limit: Int = 0) -> Bool {
+        let (admitted, drain) = state.withLock { state -> (Bool, DrainCode?) in
+            if limit > 0, state.transports.count >= limit { return (false, nil) }
             state.transports[ObjectIdentifier(transport)] = transport
-            return state.drainCode
+            return (true, state.drainCode)
         }
+        guard admitted else { return false }
         if let drain {
             transport.eventLoop.scheduleTask(in: TimeAmount(drain.lateGrace)) {
                 transport.close(code: drain.code, reason: drain.reason)
             }
         }
+        return true
     }
 
     func remove(_ transport: ChannelTransport) {
@@ -63,6 +76,16 @@ final class ConnectionRegistry: Sendable {
             return Self.takeWaitersIfEmpty(&state)
         }
         for waiter in waiters { waiter.resume() }
+    }
+
+    /// Counts a close the worker decided on, for `GET /stats`.
+    func recordClose(code: UInt16) {
+        state.withLock { $0.closesByCode[code, default: 0] += 1 }
+    }
+
+    /// How many connections the worker closed, by close code, since it started.
+    var closesByCode: [UInt16: Int] {
+        state.withLock { $0.closesByCode }
     }
 
     private static func takeWaitersIfEmpty(_ state: inout State) -> [CheckedContinuation<Void, Never>] {

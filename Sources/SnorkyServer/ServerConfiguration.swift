@@ -34,6 +34,12 @@ public struct ServerConfiguration: Sendable {
     /// WebSocket connections this worker accepts at once; more are closed with 4003.
     /// 0 means no limit.
     public var maxConnections = 0
+    /// Requests (messages and pings) one connection may send per second, sustained; a
+    /// client over its allowance is closed with 4004. 0 means no limit.
+    public var maxRequestsPerSecond = 100
+    /// Requests a connection may send at once above the sustained rate (the token bucket's
+    /// size); a fresh connection starts with a full bucket.
+    public var requestBurst = 200
     /// Values of the `Origin` header allowed to open a WebSocket connection; any other
     /// origin is refused with 403. nil allows every origin (logged as a warning at start).
     /// A request without `Origin` (a non-browser client) is always allowed.

@@ -37,6 +37,8 @@ public final class SnorkyServer: Sendable {
                     "node": .string(node.id),
                     "connections": .int(Int64(connections.count)),
                     "topics": .int(Int64(node.hub.topicCount)),
+                    "closes": .object(JSONObject(
+                        connections.closesByCode.sorted { $0.key < $1.key }.map { (String($0.key), .int(Int64($0.value))) })),
                 ]
                 for (key, value) in configuration.statsLabels.sorted(by: { $0.key < $1.key }) {
                     stats[key] = .string(value)
@@ -144,7 +146,9 @@ public final class SnorkyServer: Sendable {
         let policy = WebSocketConnectionHandler.Policy(
             pingInterval: TimeAmount(configuration.pingInterval),
             pongTimeout: TimeAmount(configuration.pongTimeout),
-            maxConnections: configuration.maxConnections)
+            maxConnections: configuration.maxConnections,
+            requestRate: configuration.maxRequestsPerSecond > 0
+                ? (configuration.maxRequestsPerSecond, max(1, configuration.requestBurst)) : nil)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize,
             automaticErrorHandling: false,

@@ -6,7 +6,8 @@ import SnorkyProtocol
 
 /// The end of a WebSocket connection's pipeline: turns frames into calls on its `Client`,
 /// enforces the frame-level rules of PROTOCOL.md section 3 (binary 1003, invalid UTF-8 1007,
-/// too large 1009), answers pings, and closes slow readers (4001).
+/// too large 1009), answers pings, and enforces the per-connection limits: slow readers
+/// (4001), keepalive (4002), the worker's connection limit (4003) and the request rate (4004).
 ///
 /// Sits after NIO's frame decoder and fragment aggregator. Outbound it writes pre-framed
 /// `ByteBuffer`s (see `OutboundFrame`) through the frame encoder's context, which sends
@@ -31,12 +32,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var client: Client?
     private var transport: ChannelTransport?
     private var isClosing = false
+    /// nil when the request rate is not limited.
+    private var rateLimiter: RequestRateLimiter?
 
     /// Per-connection limits, from `ServerConfiguration`.
     struct Policy {
         var pingInterval: TimeAmount
         var pongTimeout: TimeAmount
         var maxConnections: Int
+        /// Requests (messages and pings) per second and burst; nil: no limit.
+        var requestRate: (perSecond: Int, burst: Int)?
     }
 
     init(node: Node, connections: ConnectionRegistry, identity: String?, policy: Policy) {
@@ -44,6 +49,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.connections = connections
         self.identity = identity
         self.policy = policy
+        self.rateLimiter = policy.requestRate.map {
+            RequestRateLimiter(requestsPerSecond: $0.perSecond, burst: $0.burst, now: .now())
+        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -52,14 +60,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let transport = ChannelTransport(handler: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop)
         let client = node.makeClient(transport: transport, identity: identity)
         self.transport = transport
-        self.client = client
-        connections.add(transport)
-        // A refused connection never reaches the services (no connect, so no disconnect).
-        if policy.maxConnections > 0, connections.count > policy.maxConnections {
-            self.client = nil
+        // A refused connection is not registered, so it takes no place while it closes, and
+        // never reaches the services (no connect, so no disconnect).
+        guard connections.add(transport, limit: policy.maxConnections) else {
             close(code: CloseCode.tooManyConnections, reason: "Too many connections")
             return
         }
+        self.client = client
         client.didConnect()
         scheduleKeepalive(context: context, after: policy.pingInterval)
     }
@@ -111,6 +118,20 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             if frame.opcode == .connectionClose { context.close(promise: nil) }
             return
         }
+        // Every message and every ping asks the worker for work; pongs and closes do not.
+        switch frame.opcode {
+        case .text, .binary, .ping:
+            if var limiter = rateLimiter {
+                let allowed = limiter.allow(at: .now())
+                rateLimiter = limiter
+                guard allowed else {
+                    close(code: CloseCode.rateLimited, reason: "Rate limit exceeded")
+                    return
+                }
+            }
+        default:
+            break
+        }
         switch frame.opcode {
         case .text:
             let payload = frame.unmaskedData
@@ -132,7 +153,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             // Echo a valid close code (RFC 6455 section 7.4); answer an invalid one with 1002.
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self) ?? CloseCode.normal
-            close(code: Self.isValidPeerCloseCode(code) ? code : CloseCode.protocolError, reason: "")
+            startClose(code: Self.isValidPeerCloseCode(code) ? code : CloseCode.protocolError, reason: "", initiatedHere: false)
         default:
             break  // pongs; continuations are reassembled by the aggregator
         }
@@ -172,13 +193,24 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         rawContext?.flush()
     }
 
-    /// Starts the closing handshake once: sends the close frame, shuts the output side
-    /// (FIN), and keeps reading until the peer's close frame or EOF, or a short grace
-    /// period, before closing. Closing at once would make the kernel reset a connection
-    /// whose client is still sending, and the client would never read the close code.
+    /// Closes the connection with `code`, counted in the worker's stats as a close Snorky
+    /// decided on.
     func close(code: UInt16, reason: String) {
+        startClose(code: code, reason: reason, initiatedHere: true)
+    }
+
+    /// Starts the closing handshake once: sends the close frame, shuts the output side
+    /// (FIN), and keeps reading until the peer's close frame or EOF before closing. Closing
+    /// at once would make the kernel reset a connection whose client is still sending, and
+    /// the client would never read the close code.
+    ///
+    /// The whole handshake is bounded by `closeGracePeriod` from its start: a client that
+    /// does not read (a slow consumer, whose close frame waits behind a full buffer) or
+    /// never answers is cut then, so a closing connection cannot hold its buffers forever.
+    private func startClose(code: UInt16, reason: String, initiatedHere: Bool) {
         guard !isClosing, let rawContext else { return }
         isClosing = true
+        if initiatedHere { connections.recordClose(code: code) }
         let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: rawContext.channel.allocator)
         let channel = rawContext.channel
         rawContext.writeAndFlush(wrapOutboundOut(frame)).whenComplete { result in
@@ -187,13 +219,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 return
             }
             channel.close(mode: .output).whenFailure { _ in channel.close(promise: nil) }
-            channel.eventLoop.scheduleTask(in: Self.closeGracePeriod) {
-                channel.close(promise: nil)
-            }
+        }
+        channel.eventLoop.scheduleTask(in: Self.closeGracePeriod) {
+            channel.close(promise: nil)
         }
     }
 
-    /// How long a closing connection waits for the peer's close frame.
+    /// How long a closing connection has to take its close frame and answer it.
     static let closeGracePeriod = TimeAmount.seconds(2)
 
     /// Codes a peer may send and we may echo (RFC 6455 section 7.4): 1004-1006 and 1015

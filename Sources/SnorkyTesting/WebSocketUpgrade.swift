@@ -105,7 +105,57 @@ enum WebSocketUpgrade {
         var configuration = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: upgrade)
         // Frames the server sends right behind its 101 may share a read with it; keep them.
         configuration.leftOverBytesStrategy = .forwardBytes
-        return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: configuration)
+        let hold = EndOfStreamHold()
+        try channel.pipeline.syncOperations.addHandler(hold, position: .first)
+        let outcome = try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: configuration)
+        // Called from the channel initializer, on the channel's event loop.
+        outcome.assumeIsolated().whenComplete { _ in hold.release() }
+        return outcome
+    }
+}
+
+/// Holds back the end of the stream until the upgrade is over, at the front of the pipeline.
+///
+/// NIO's HTTP decoder forwards the bytes that follow a 101 response only when it is removed
+/// before it sees the end of the stream; at EOF it drops them. A server that refuses a
+/// connection right after upgrading it (at its connection limit, 4003) sends the 101, its
+/// close frame and FIN together, and the close frame would be lost: the test would see a
+/// connection closed without a close code. Held here, the end of the stream reaches the
+/// pipeline only after the decoder has handed the close frame on to the WebSocket handlers.
+private final class EndOfStreamHold: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private var context: ChannelHandlerContext?
+    private var upgradeOver = false
+    private var heldInactive = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if upgradeOver {
+            context.fireChannelInactive()
+        } else {
+            heldInactive = true
+        }
+    }
+
+    /// The upgrade succeeded or failed: let a held end of stream through. Called on the
+    /// event loop as the upgrade's outcome completes, which is before the upgrade handler
+    /// replays the bytes it buffered, so the release waits one event loop tick for them.
+    func release() {
+        guard let context else { return }
+        context.eventLoop.assumeIsolated().execute {
+            self.upgradeOver = true
+            guard self.heldInactive, let context = self.context else { return }
+            self.heldInactive = false
+            context.fireChannelInactive()
+        }
     }
 }
 

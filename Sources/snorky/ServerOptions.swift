@@ -54,6 +54,12 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Subscriptions per connection (default 1000).")
     var maxSubscriptions: String?
 
+    @Option(help: "Requests (messages and pings) per second per connection; more close it with 4004 (default 100; 0 = no limit).")
+    var maxRequestsPerSecond: String?
+
+    @Option(help: "Requests a connection may send at once above --max-requests-per-second (default 200).")
+    var requestBurst: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
 
@@ -64,7 +70,8 @@ struct ServerOptions: ParsableArguments {
             ("backend_key", backendKey), ("token_secret", tokenSecret), ("workers", workers), ("threads", threads), ("bus", bus),
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
             ("max_frame_size", maxFrameSize), ("allowed_origins", allowedOrigins),
-            ("max_subscriptions", maxSubscriptions), ("log_level", logLevel),
+            ("max_subscriptions", maxSubscriptions), ("max_requests_per_second", maxRequestsPerSecond),
+            ("request_burst", requestBurst), ("log_level", logLevel),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }

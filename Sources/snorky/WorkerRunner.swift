@@ -68,6 +68,8 @@ enum WorkerRunner {
         server.pingInterval = .seconds(configuration.pingInterval)
         server.pongTimeout = .seconds(configuration.pongTimeout)
         server.maxConnections = configuration.maxConnections
+        server.maxRequestsPerSecond = configuration.maxRequestsPerSecond
+        server.requestBurst = configuration.requestBurst
         server.allowedOrigins = configuration.allowedOrigins
         return server
     }

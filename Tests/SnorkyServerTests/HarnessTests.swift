@@ -52,6 +52,19 @@ struct WebSocketTestClientTests {
         }
     }
 
+    @Test func closeRightBehindTheUpgradeIsRead() async throws {
+        // The 101, a close frame and the end of the stream arrive together: the close frame
+        // must still be read, not lost in the switch from HTTP to WebSocket.
+        try await withEchoServer { server in
+            for _ in 0..<20 {
+                let client = try await WebSocketTestClient.connect(
+                    host: "127.0.0.1", port: server.port, headers: [("X-Close-At-Once", "4003")])
+                #expect(try await client.next() == .close(code: 4003, reason: "full"))
+                try await client.waitForDisconnect()
+            }
+        }
+    }
+
     @Test func fragmentedServerMessagesAreReassembled() async throws {
         try await withEchoServer { server in
             let client = try await WebSocketTestClient.connect(host: "127.0.0.1", port: server.port)
@@ -512,8 +525,9 @@ func withEchoServer(_ body: (EchoServer) async throws -> Void) async throws {
                     upgradePipelineHandler: { channel, head in
                         channel.eventLoop.makeCompletedFuture {
                             let greeting = head.headers.first(name: "X-Greet").map { "uri=\(head.uri) greet=\($0)" }
+                            let closeAtOnce = head.headers.first(name: "X-Close-At-Once").flatMap { UInt16($0) }
                             try channel.pipeline.syncOperations.addHandler(
-                                EchoWebSocketHandler(greeting: greeting, stats: stats))
+                                EchoWebSocketHandler(greeting: greeting, closeAtOnce: closeAtOnce, stats: stats))
                         }
                     }
                 )
@@ -575,17 +589,25 @@ private final class EchoWebSocketHandler: ChannelInboundHandler {
     typealias OutboundOut = WebSocketFrame
 
     private let greeting: String?
+    private let closeAtOnce: UInt16?
     private let stats: EchoServerStats
     private var fragments: (opcode: WebSocketOpcode, data: ByteBuffer)?
     private var closing = false
 
-    init(greeting: String?, stats: EchoServerStats) {
+    init(greeting: String?, closeAtOnce: UInt16?, stats: EchoServerStats) {
         self.greeting = greeting
+        self.closeAtOnce = closeAtOnce
         self.stats = stats
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         if let greeting { sendText(greeting, context: context) }
+        if let closeAtOnce {
+            // Refuse right behind the 101, as a server at its connection limit does: the
+            // close frame and the end of the stream (FIN) follow the upgrade response at once.
+            close(code: closeAtOnce, reason: "full", context: context)
+            context.close(mode: .output, promise: nil)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

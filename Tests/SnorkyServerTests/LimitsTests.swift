@@ -74,6 +74,102 @@ struct LimitsTests {
         await live.shutdown()
     }
 
+    // MARK: Request rate
+
+    @Test("a flood of messages or pings past the burst is closed with 4004; a client at the rate and a bystander are served")
+    func requestRateLimit() async throws {
+        let live = try await LiveWorker.start(configure: {
+            $0.maxRequestsPerSecond = 20
+            $0.requestBurst = 10
+        })
+        let bystander = try await live.connect()
+        let steady = try await live.connect()
+        let flooder = try await live.connect()
+        let pinger = try await live.connect()
+
+        // The steady client sends 30 requests, three times its burst, at half the allowed
+        // rate, while the others flood. A loaded machine only makes it slower.
+        let steadyRun = Task {
+            for index in 0..<30 {
+                let callId = JSON.int(Int64(index))
+                #expect(try await steady.request("pubsub", "unsubscribe", ["channel": "none"], callId: callId)
+                    == rpcError("pubsub", callId: callId, "Not subscribed"))
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+
+        // 200 requests back to back: far more than the burst plus what the rate refills while
+        // they are sent. Sends fail once the server has closed the connection.
+        for index in 0..<200 {
+            do {
+                try await flooder.call("pubsub", "unsubscribe", ["channel": "none"], callId: .int(Int64(index)))
+            } catch WebSocketTestClientError.connectionClosed {
+                break
+            }
+        }
+        #expect(try await flooder.expectClose(ignoringOtherEvents: true) == CloseCode.rateLimited)
+        for _ in 0..<200 {
+            do { try await pinger.ping() } catch WebSocketTestClientError.connectionClosed { break }
+        }
+        #expect(try await pinger.expectClose(ignoringOtherEvents: true) == CloseCode.rateLimited)
+
+        try await steadyRun.value
+        try await bystander.expectUsable("the bystander was affected by the flood")
+        try await steady.expectUsable("the client at the allowed rate was closed")
+        #expect(try await live.closes(CloseCode.rateLimited) == 2)
+        await live.shutdown()
+    }
+
+    @Test("maxRequestsPerSecond 0 lifts the limit")
+    func requestRateUnlimited() async throws {
+        let live = try await LiveWorker.start(configure: {
+            $0.maxRequestsPerSecond = 0
+            $0.requestBurst = 1
+        })
+        let client = try await live.connect()
+        for index in 0..<300 {
+            try await client.call("pubsub", "unsubscribe", ["channel": "none"], callId: .int(Int64(index)))
+        }
+        for index in 0..<300 {
+            #expect(try await client.nextJSON() == rpcError("pubsub", callId: .int(Int64(index)), "Not subscribed"))
+        }
+        await live.shutdown()
+    }
+
+    // MARK: Connections per worker
+
+    @Test("with maxConnections 3 the fourth connection is closed with 4003, the first three keep working, and a place that frees up is taken")
+    func connectionLimit() async throws {
+        let live = try await LiveWorker.start(configure: { $0.maxConnections = 3 })
+        var admitted: [WebSocketTestClient] = []
+        for _ in 0..<3 {
+            let client = try await live.connect()
+            try await client.expectUsable("a connection under the limit")
+            admitted.append(client)
+        }
+        // The upgrade succeeds; the close follows at once.
+        let refused = try await live.connect()
+        #expect(try await refused.expectClose() == CloseCode.tooManyConnections)
+        try await refused.waitForDisconnect()
+        for client in admitted {
+            try await client.expectUsable("an admitted connection after a refusal")
+        }
+
+        // One leaves; once the worker has seen it go, a newcomer is admitted.
+        try await admitted[0].close()
+        #expect(try await admitted[0].expectClose() == CloseCode.normal)
+        try await admitted[0].waitForDisconnect()
+        try await eventually(timeout: .seconds(15), "the worker unregisters the closed connection") {
+            live.worker.server.connectionCount == 2
+        }
+        let newcomer = try await live.connect()
+        try await newcomer.expectUsable("a connection admitted after one left")
+        let refusedAgain = try await live.connect()
+        #expect(try await refusedAgain.expectClose() == CloseCode.tooManyConnections)
+        #expect(try await live.closes(CloseCode.tooManyConnections) == 2)
+        await live.shutdown()
+    }
+
     // MARK: Allowed origins
 
     @Test("with allowedOrigins an upgrade from another Origin gets 403; a listed Origin or none connects")

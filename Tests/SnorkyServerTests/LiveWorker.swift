@@ -63,6 +63,19 @@ struct LiveWorker {
             host: "127.0.0.1", port: backendPort, path: "/backend", headers: allHeaders, body: body, timeout: timeout)
     }
 
+    /// `GET /stats` on the backend port, decoded.
+    func stats() async throws -> JSON {
+        let response = try await HTTPTestClient.get(
+            host: "127.0.0.1", port: backendPort, path: "/stats", headers: [("X-Backend-Key", LiveWorker.backendKey)])
+        try #require(response.status == 200, "GET /stats: \(response.status) \(response.body)")
+        return try JSON.parse(response.body)
+    }
+
+    /// How many connections the worker closed with `code`, from `GET /stats`.
+    func closes(_ code: UInt16) async throws -> Int64 {
+        try await stats()["closes"]?[String(code)]?.int64Value ?? 0
+    }
+
     func shutdown() async {
         await worker.shutdown()
     }
