@@ -72,6 +72,20 @@ public final class WebSocketTestClient: Sendable {
     ///   - timeout: limit for connecting and for the upgrade response each.
     ///   - maxFrameSize: the largest frame accepted from the server.
     ///   - answersPings: set to false to test a server's keepalive against a silent client.
+    ///   - receiveBufferSize: the socket's `SO_RCVBUF`, set before connecting (so the TCP
+    ///     window is negotiated with it): a small one keeps this side's kernel from
+    ///     absorbing megabytes for a client that stops reading.
+    ///   - maximumSegmentSize: the MSS this side announces (`TCP_MAXSEG`, set before
+    ///     connecting). The server's kernel sizes its send buffer from the peer's MSS: on
+    ///     loopback (64 KB segments) it grows to `tcp_wmem`'s maximum (4 MB) for a client
+    ///     that stops reading, with 536 to about 150 KB. With a small receive buffer, this
+    ///     makes a non-reading client fill the server's own outbound buffer quickly.
+    ///   - rawInbound: receives every byte the server sends after the upgrade, as read, on
+    ///     the connection's event loop (the bytes are valid only during the call), instead of
+    ///     the frame decoder: the client then reports
+    ///     no frames (not even a close) and answers no pings, only the end of the connection.
+    ///     For tests that compare a long, exactly known byte stream as it arrives, at the
+    ///     speed of a memory comparison, instead of decoding and queueing every frame.
     /// - Throws: `WebSocketTestClientError.connectionFailed`, `.upgradeRejected(status:body:)`
     ///   when the server answers with another HTTP status, `.upgradeFailed` or `.timedOut`.
     public static func connect(
@@ -83,6 +97,9 @@ public final class WebSocketTestClient: Sendable {
         timeout: Duration = .seconds(10),
         maxFrameSize: Int = 1 << 24,
         answersPings: Bool = true,
+        receiveBufferSize: Int? = nil,
+        maximumSegmentSize: Int? = nil,
+        rawInbound: (@Sendable (UnsafeRawBufferPointer) -> Void)? = nil,
         on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> WebSocketTestClient {
         let request = WebSocketUpgrade.Request(
@@ -92,6 +109,9 @@ public final class WebSocketTestClient: Sendable {
             headers: headers,
             maxFrameSize: maxFrameSize,
             answersPings: answersPings,
+            receiveBufferSize: receiveBufferSize,
+            maximumSegmentSize: maximumSegmentSize,
+            rawInbound: rawInbound,
             timeout: timeout
         )
         let events = TimedQueue<Event>()
@@ -222,6 +242,16 @@ public final class WebSocketTestClient: Sendable {
 
     /// Whether the TCP connection is still open.
     public var isConnected: Bool { channel.isActive }
+
+    /// The socket's `SO_RCVBUF` as the kernel reports it (Linux doubles the value it was given).
+    public func receiveBufferSize() async throws -> Int {
+        Int(try await channel.getOption(.socketOption(.so_rcvbuf)).get())
+    }
+
+    /// The connection's maximum segment size (`TCP_MAXSEG`) as the kernel reports it.
+    public func maximumSegmentSize() async throws -> Int {
+        Int(try await channel.getOption(WebSocketUpgrade.maximumSegmentSizeOption).get())
+    }
 
     // MARK: Flow control
 

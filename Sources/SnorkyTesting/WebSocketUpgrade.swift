@@ -23,8 +23,15 @@ enum WebSocketUpgrade {
         var headers: [(String, String)]
         var maxFrameSize: Int
         var answersPings: Bool
+        var receiveBufferSize: Int?
+        var maximumSegmentSize: Int?
+        var rawInbound: (@Sendable (UnsafeRawBufferPointer) -> Void)?
         var timeout: Duration
     }
+
+    /// `TCP_MAXSEG`, which NIO has no name for.
+    static let maximumSegmentSizeOption = ChannelOptions.Types.SocketOption(
+        level: .tcp, name: NIOBSDSocket.Option(rawValue: TCP_MAXSEG))
 
     /// Connects, upgrades and returns the channel, whose last handler feeds `events`.
     static func connect(
@@ -34,9 +41,18 @@ enum WebSocketUpgrade {
     ) async throws -> any Channel {
         let (channel, outcome): (any Channel, EventLoopFuture<Outcome>)
         do {
-            (channel, outcome) = try await ClientBootstrap(group: group)
+            var bootstrap = ClientBootstrap(group: group)
                 .connectTimeout(TimeAmount(request.timeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Channel options are applied before connect(2), when the window scale and the
+            // MSS are chosen.
+            if let size = request.receiveBufferSize {
+                bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(size))
+            }
+            if let size = request.maximumSegmentSize {
+                bootstrap = bootstrap.channelOption(maximumSegmentSizeOption, value: SocketOptionValue(size))
+            }
+            (channel, outcome) = try await bootstrap
                 .connect(host: request.host, port: request.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         (channel, try configurePipeline(channel, request: request, events: events))
@@ -78,14 +94,20 @@ enum WebSocketUpgrade {
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: request.uri, headers: headers)
 
         let answersPings = request.answersPings
+        let rawInbound = request.rawInbound
         let upgrader = NIOTypedWebSocketClientUpgrader<Outcome>(
             maxFrameSize: request.maxFrameSize,
             // Protocol errors must reach the test as errors, not be answered on its behalf.
             enableAutomaticErrorHandling: false,
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = WebSocketTestClientHandler(events: events, answersPings: answersPings)
-                    try channel.pipeline.syncOperations.addHandler(handler)
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(WebSocketTestClientHandler(events: events, answersPings: answersPings))
+                    if let rawInbound {
+                        // In front of the frame decoder the upgrader added, so no frame is decoded.
+                        let decoder = try pipeline.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+                        try pipeline.addHandler(RawInboundTap(consume: rawInbound), position: .before(decoder))
+                    }
                     return Outcome.upgraded
                 }
             }
@@ -111,6 +133,21 @@ enum WebSocketUpgrade {
         // Called from the channel initializer, on the channel's event loop.
         outcome.assumeIsolated().whenComplete { _ in hold.release() }
         return outcome
+    }
+}
+
+/// Hands the bytes of an upgraded connection to a test instead of the frame decoder.
+private final class RawInboundTap: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let consume: @Sendable (UnsafeRawBufferPointer) -> Void
+
+    init(consume: @escaping @Sendable (UnsafeRawBufferPointer) -> Void) {
+        self.consume = consume
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        unwrapInboundIn(data).withUnsafeReadableBytes(consume)
     }
 }
 

@@ -65,6 +65,48 @@ struct WebSocketTestClientTests {
         }
     }
 
+    @Test func socketBufferAndSegmentSizesAreSetBeforeConnecting() async throws {
+        try await withEchoServer { server in
+            let small = try await WebSocketTestClient.connect(
+                host: "127.0.0.1", port: server.port, receiveBufferSize: 4096, maximumSegmentSize: 536)
+            let normal = try await WebSocketTestClient.connect(host: "127.0.0.1", port: server.port)
+            let smallBuffer = try await small.receiveBufferSize()
+            // Linux doubles the value it is given, for its own bookkeeping.
+            #expect(smallBuffer <= 2 * 4096)
+            #expect(try await normal.receiveBufferSize() > smallBuffer)
+            // Announced in the SYN, so both ends use it (less the TCP options' bytes).
+            #expect(try await small.maximumSegmentSize() <= 536)
+            #expect(try await normal.maximumSegmentSize() > 536)
+            // 100 KB through the small segments, in order.
+            try await small.send(text: "flood-large:100")
+            for index in 0..<100 {
+                let text = try await small.nextText()
+                if !text.hasPrefix("\(index):") {
+                    Issue.record("message \(index) out of order: \(text.prefix(20))")
+                    return
+                }
+            }
+        }
+    }
+
+    @Test func rawInboundReceivesTheBytesInsteadOfFrames() async throws {
+        try await withEchoServer { server in
+            let received = ReceivedBytes()
+            let client = try await WebSocketTestClient.connect(
+                host: "127.0.0.1", port: server.port, rawInbound: { received.append($0) })
+            try await client.send(text: "flood:3")
+            try await client.send(text: "close:1000")
+            // Three unmasked text frames (FIN + opcode 1, length, "mN"), then the close frame.
+            let expected: [UInt8] = [0x81, 2, 0x6D, 0x30, 0x81, 2, 0x6D, 0x31, 0x81, 2, 0x6D, 0x32, 0x88, 5, 0x03, 0xE8]
+                + Array("bye".utf8)
+            try await eventually(timeout: .seconds(15), "the raw bytes arrive") { received.bytes.count >= expected.count }
+            #expect(received.bytes == expected)
+            // No frame was decoded, so the close was not answered and nothing is queued.
+            try await client.expectNothing(for: .milliseconds(50))
+            await client.abort()
+        }
+    }
+
     @Test func fragmentedServerMessagesAreReassembled() async throws {
         try await withEchoServer { server in
             let client = try await WebSocketTestClient.connect(host: "127.0.0.1", port: server.port)
@@ -491,6 +533,17 @@ final class EchoServerStats: Sendable {
             $0.writable = writable
             if !writable { $0.becameUnwritable = true }
         }
+    }
+}
+
+/// Bytes a test client handed to its `rawInbound` closure, in order.
+final class ReceivedBytes: Sendable {
+    private let state = Mutex<[UInt8]>([])
+
+    var bytes: [UInt8] { state.withLock { $0 } }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        state.withLock { $0 += bytes }
     }
 }
 
