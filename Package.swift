@@ -78,12 +78,23 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The RFC 6455 rules Snorky enforces on client frames and the control frames it
+        // writes. Only NIO, so the fuzz target builds it without the rest of the server.
+        .target(
+            name: "SnorkyWebSocket",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "SnorkyServer",
             dependencies: [
                 "Snorky",
                 "SnorkyProtocol",
                 "SnorkyServices",
+                "SnorkyWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -131,6 +142,20 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: strict
+        ),
+        // libFuzzer target for the WebSocket frame and envelope decoders, built by
+        // scripts/fuzz.sh with -sanitize=fuzzer; a plain build is a corpus replayer (the
+        // `Extern` feature declares libFuzzer's driver, which only that build calls).
+        .executableTarget(
+            name: "SnorkyFuzz",
+            dependencies: [
+                "SnorkyProtocol",
+                "SnorkyWebSocket",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict + [.enableExperimentalFeature("Extern")]
         ),
         .target(
             name: "SnorkyTesting",

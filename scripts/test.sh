@@ -18,3 +18,11 @@ fi
 
 swift build --build-tests
 swift test --skip-build "$@"
+
+# Then fuzz the frame and envelope decoders for a fixed budget (its own sanitized build,
+# about a minute on two cores, plus the budget). SNORKY_FUZZ_SECONDS=0 skips it; so does
+# running a subset of the tests (any arguments).
+fuzz_seconds="${SNORKY_FUZZ_SECONDS:-60}"
+if [ $# -eq 0 ] && [ "$fuzz_seconds" != 0 ]; then
+    ./scripts/fuzz.sh "$fuzz_seconds"
+fi

@@ -5,6 +5,7 @@ import NIOPosix
 import NIOWebSocket
 public import Snorky
 import SnorkyProtocol
+import SnorkyWebSocket
 import Synchronization
 
 /// One worker's network face: the public WebSocket listener and the backend HTTP listener,
@@ -167,16 +168,7 @@ public final class SnorkyServer: Sendable {
                     if case .identified(let verified) = identities.resolve(uri: head.uri) { verified } else { nil }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    // NIO's decoder accepts what RFC 6455 forbids from a client (unmasked
-                    // frames, RSV bits, reserved opcodes); refuse those before reassembly.
-                    try pipeline.addHandler(WebSocketFrameValidator())
-                    try pipeline.addHandler(
-                        NIOWebSocketFrameAggregator(
-                            minNonFinalFragmentSize: 0,
-                            maxAccumulatedFrameCount: 1024,
-                            maxAccumulatedFrameSize: maxFrameSize
-                        )
-                    )
+                    try InboundWebSocketPipeline.addHandlers(to: pipeline, maxFrameSize: maxFrameSize)
                     try pipeline.addHandler(
                         WebSocketConnectionHandler(
                             node: node, connections: connections, identity: identity, policy: policy)

@@ -3,6 +3,7 @@ import NIOCore
 import NIOWebSocket
 import Snorky
 import SnorkyProtocol
+import SnorkyWebSocket
 
 /// The end of a WebSocket connection's pipeline: turns frames into calls on its `Client`,
 /// enforces the frame-level rules of PROTOCOL.md section 3 (binary 1003, invalid UTF-8 1007,
@@ -58,14 +59,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.context = context
         self.rawContext = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         let transport = ChannelTransport(handler: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop)
-        let client = node.makeClient(transport: transport, identity: identity)
         self.transport = transport
         // A refused connection is not registered, so it takes no place while it closes, and
-        // never reaches the services (no connect, so no disconnect).
+        // never reaches the services (no client, so no connect and no disconnect).
         guard connections.add(transport, limit: policy.maxConnections) else {
             close(code: CloseCode.tooManyConnections, reason: "Too many connections")
             return
         }
+        let client = node.makeClient(transport: transport, identity: identity)
         self.client = client
         client.didConnect()
         scheduleKeepalive(context: context, after: policy.pingInterval)
@@ -121,13 +122,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         // Every message and every ping asks the worker for work; pongs and closes do not.
         switch frame.opcode {
         case .text, .binary, .ping:
-            if var limiter = rateLimiter {
-                let allowed = limiter.allow(at: .now())
-                rateLimiter = limiter
-                guard allowed else {
-                    close(code: CloseCode.rateLimited, reason: "Rate limit exceeded")
-                    return
-                }
+            guard rateLimiter?.allow(at: .now()) ?? true else {
+                close(code: CloseCode.rateLimited, reason: "Rate limit exceeded")
+                return
             }
         default:
             break
@@ -153,7 +150,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             // Echo a valid close code (RFC 6455 section 7.4); answer an invalid one with 1002.
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self) ?? CloseCode.normal
-            startClose(code: Self.isValidPeerCloseCode(code) ? code : CloseCode.protocolError, reason: "", initiatedHere: false)
+            startClose(
+                code: WebSocketWire.isValidPeerCloseCode(code) ? code : CloseCode.protocolError, reason: "", initiatedHere: false)
         default:
             break  // pongs; continuations are reassembled by the aggregator
         }
@@ -227,15 +225,6 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     /// How long a closing connection has to take its close frame and answer it.
     static let closeGracePeriod = TimeAmount.seconds(2)
-
-    /// Codes a peer may send and we may echo (RFC 6455 section 7.4): 1004-1006 and 1015
-    /// are reserved, and anything below 1000 or above 4999 is invalid.
-    static func isValidPeerCloseCode(_ code: UInt16) -> Bool {
-        switch code {
-        case 1000...1003, 1007...1011, 3000...4999: true
-        default: false
-        }
-    }
 }
 
 /// The `Transport` services see: a Sendable handle that forwards to the handler on its loop.
