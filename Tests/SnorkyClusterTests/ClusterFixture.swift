@@ -236,6 +236,10 @@ struct ClusterFixtureError: Error, CustomStringConvertible {
 /// its workers), its log, and the ports it bound.
 final class SnorkyCluster: Sendable {
     static let backendKey = "cluster-test-key"
+    /// Arguments for a cluster whose test clients publish in a tight loop, as a load
+    /// generator does: the default request rate limit (100 per second) would close them
+    /// with 4004.
+    static let unlimitedRequestRate = ["--max-requests-per-second", "0"]
     let host = "127.0.0.1"
 
     let process: ProcessHandle

@@ -14,7 +14,7 @@ extension ClusterTests {
         /// slot, and the other worker's clients see nothing but the complete stream.
         @Test func killedWorkerIsReplacedAndTheOtherWorkersClientsSeeNothing() async throws {
             try await withRedis { redis in
-                try await withCluster(workers: 2, redis: redis.url) { cluster in
+                try await withCluster(workers: 2, redis: redis.url, arguments: SnorkyCluster.unlimitedRequestRate) { cluster in
                     let channel: JSON = "kill-9"
                     let subscribers = try await cluster.connectMany(40, subscribingTo: channel)
                     let before = try await cluster.stats()
@@ -122,7 +122,9 @@ extension ClusterTests {
         @Test func redisStoppedAndRestartedUnderLoad() async throws {
             try await withRedis { redis in
                 // Debug logging shows each worker's reconnect attempts (see below).
-                try await withCluster(workers: 2, redis: redis.url, logLevel: "debug") { cluster in
+                try await withCluster(
+                    workers: 2, redis: redis.url, logLevel: "debug", arguments: SnorkyCluster.unlimitedRequestRate
+                ) { cluster in
                     let channel: JSON = "outage"
                     let redisChannel = #"snorky:pubsub:"outage""#
                     let subscribers = try await cluster.connectMany(20, subscribingTo: channel)

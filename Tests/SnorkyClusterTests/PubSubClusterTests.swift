@@ -11,7 +11,7 @@ extension ClusterTests {
         @Test(arguments: [2, 4])
         func everySubscriberOnEveryWorkerReceivesEveryPublicationInOrder(workers: Int) async throws {
             try await withRedis { redis in
-                try await withCluster(workers: workers, redis: redis.url) { cluster in
+                try await withCluster(workers: workers, redis: redis.url, arguments: SnorkyCluster.unlimitedRequestRate) { cluster in
                     let channel: JSON = "fan-out"
                     let subscribers = try await cluster.connectMany(200, subscribingTo: channel)
 
