@@ -15,6 +15,8 @@ public struct NodeConfiguration: Sendable {
     /// Topics one connection may be subscribed to at once; services refuse more
     /// (pubsub answers `Too many subscriptions`).
     public var maxSubscriptionsPerClient = 1000
+    /// How fan-out coalesces writes to busy connections.
+    public var writePolicy = WritePolicy()
 
     public init() {}
 }
@@ -49,7 +51,7 @@ public final class Node: BusReceiver, Sendable {
         self.id = id
         self.bus = bus
         self.state = state
-        self.hub = Hub()
+        self.hub = Hub(writePolicy: configuration.writePolicy)
         self.configuration = configuration
         self.logger = logger
     }

@@ -49,14 +49,14 @@ public enum SettingValue: Sendable {
         return value
     }
 
-    func seconds(_ key: String) throws(ConfigurationError) -> Double {
+    func seconds(_ key: String, allowZero: Bool = false) throws(ConfigurationError) -> Double {
         let value: Double?
         switch self {
         case .text(let text): value = Double(text.trimmingSpaces())
         case .toml(let toml): value = toml.doubleValue
         }
-        guard let value, value.isFinite, value > 0 else {
-            throw ConfigurationError("\(key): expected a positive number of seconds")
+        guard let value, value.isFinite, value > 0 || (allowZero && value == 0) else {
+            throw ConfigurationError("\(key): expected a \(allowZero ? "non-negative" : "positive") number of seconds")
         }
         return value
     }
@@ -163,6 +163,10 @@ public enum ConfigurationLoader {
         Setting(key: "pong_timeout", summary: "seconds a pinged client has to answer before close 4002") {
             config, value throws(ConfigurationError) in
             config.pongTimeout = try value.seconds("pong_timeout")
+        },
+        Setting(key: "max_write_delay", summary: "seconds a busy connection's frames may wait to be sent in one write (0 = never wait)") {
+            config, value throws(ConfigurationError) in
+            config.maxWriteDelay = try value.seconds("max_write_delay", allowZero: true)
         },
         Setting(key: "max_connections", summary: "WebSocket connections per worker (0 = no limit); more: close 4003") {
             config, value throws(ConfigurationError) in

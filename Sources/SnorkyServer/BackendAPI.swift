@@ -124,6 +124,7 @@ func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
 /// A transport whose first message becomes the HTTP response body.
 final class BackendReplyTransport: Transport {
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let promise: EventLoopPromise<ByteBuffer>
     private let completed = Atomic<Bool>(false)
 

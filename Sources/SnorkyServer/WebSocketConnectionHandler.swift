@@ -31,6 +31,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var client: Client?
     private var transport: ChannelTransport?
     private var isClosing = false
+    /// Frames written since the last flush, sent as one buffer.
+    private var unflushed = UnflushedFrames()
 
     /// Per-connection limits, from `ServerConfiguration`.
     struct Policy {
@@ -124,6 +126,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         case .binary:
             close(code: CloseCode.unsupportedData, reason: "Binary frames are not supported")
         case .ping:
+            flush()
             rawContext?.writeAndFlush(
                 wrapOutboundOut(WebSocketWire.pongFrame(payload: frame.unmaskedData, allocator: context.channel.allocator)),
                 promise: nil
@@ -165,11 +168,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func write(_ frame: OutboundFrame) {
         guard !isClosing, let rawContext else { return }
-        rawContext.write(wrapOutboundOut(frame.wire), promise: nil)
+        unflushed.append(frame.wire, allocator: rawContext.channel.allocator)
     }
 
     func flush() {
-        rawContext?.flush()
+        guard let rawContext, let bytes = unflushed.take() else { return }
+        rawContext.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
     }
 
     /// Starts the closing handshake once: sends the close frame, shuts the output side
@@ -178,6 +182,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// whose client is still sending, and the client would never read the close code.
     func close(code: UInt16, reason: String) {
         guard !isClosing, let rawContext else { return }
+        flush()  // frames already handed to this connection go out before the close
         isClosing = true
         let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: rawContext.channel.allocator)
         let channel = rawContext.channel
@@ -206,9 +211,51 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 }
 
+/// The frames written to one connection since its last flush. One frame is kept as the
+/// shared, pre-framed buffer of its publication; a second one starts a private buffer that
+/// collects them all, so a flush hands the socket a single buffer however many frames
+/// coalesced (no per-frame trip through the channel's pending-writes queue).
+package struct UnflushedFrames {
+    private enum State {
+        case empty
+        case one(ByteBuffer)
+        case many(ByteBuffer)
+    }
+
+    private var state = State.empty
+
+    package init() {}
+
+    package mutating func append(_ wire: ByteBuffer, allocator: ByteBufferAllocator) {
+        switch state {
+        case .empty:
+            state = .one(wire)
+        case .one(let first):
+            var buffer = allocator.buffer(capacity: max(first.readableBytes + wire.readableBytes, 1024))
+            buffer.writeImmutableBuffer(first)
+            buffer.writeImmutableBuffer(wire)
+            state = .many(buffer)
+        case .many(var buffer):
+            state = .empty  // keep `buffer` uniquely referenced while it grows
+            buffer.writeImmutableBuffer(wire)
+            state = .many(buffer)
+        }
+    }
+
+    /// Everything written so far, leaving nothing behind.
+    package mutating func take() -> ByteBuffer? {
+        defer { state = .empty }
+        switch state {
+        case .empty: return nil
+        case .one(let buffer), .many(let buffer): return buffer
+        }
+    }
+}
+
 /// The `Transport` services see: a Sendable handle that forwards to the handler on its loop.
 final class ChannelTransport: Transport {
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let handler: NIOLoopBound<WebSocketConnectionHandler>
 
     init(handler: NIOLoopBound<WebSocketConnectionHandler>, eventLoop: any EventLoop) {

@@ -21,6 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard configuration.resolvedWorkers == 1 else {
                 throw ValidationError("--bus memory runs a single in-process worker: pass --workers 1 as well")
             }
+            WorkerRunner.adoptEventLoopsAsExecutor(threads: configuration.threads)
             try await WorkerRunner.run(
                 configuration: configuration,
                 publicListener: nil,

@@ -21,6 +21,7 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         environment.dieWithSupervisor()
         let configuration = try options.load()
+        WorkerRunner.adoptEventLoopsAsExecutor(threads: configuration.threads)
         var logger = LoggingSetup.bootstrap(level: configuration.logLevel, role: "worker")
         logger[metadataKey: "slot"] = "\(environment.slot)"
         guard environment.listenFDs.count == 2 else {
