@@ -1,7 +1,7 @@
 /*! Snorky JavaScript client | one file, no dependencies
  *
  * Works as a plain script (`<script src="/snorky.js">` defines `window.Snorky`), as a
- * CommonJS module (`require("./snorky.js")`), and from ES modules through the two-line
+ * CommonJS module (`require("./snorky.js")`), and from ES modules through the small
  * wrapper `snorky.mjs` (`import Snorky from "/snorky.mjs"`).
  *
  *   const snorky = new Snorky(WebSocket, "wss://example.com/ws", {
