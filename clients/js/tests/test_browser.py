@@ -256,9 +256,10 @@ class DemoInTwoBrowsers(unittest.TestCase):
         cls.cluster.stop()
 
     def run(self, result=None):
-        # On failure, show what the server and the browsers said.
+        # When this test fails, show what the server and the browsers said.
+        problems = len(result.failures) + len(result.errors) if result is not None else 0
         outcome = super().run(result)
-        if result is not None and (result.failures or result.errors):
+        if result is not None and len(result.failures) + len(result.errors) > problems:
             sys.stderr.write("\n--- cluster output ---\n" + self.cluster.recent(80) + "\n")
             for driver in self.drivers:
                 sys.stderr.write("--- browser console ---\n" + DemoPage(driver, self.cluster, "?").browser_log() + "\n")
