@@ -185,7 +185,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyClusterTests",
-            dependencies: ["SnorkyTesting", "SnorkyProtocol"],
+            dependencies: ["SnorkyTesting", "SnorkyProtocol", "SnorkyConfig"],
             swiftSettings: strict
         ),
     ]
