@@ -174,7 +174,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyServerTests",
-            dependencies: ["SnorkyServer", "Snorky", "SnorkyServices", "SnorkyProtocol", "SnorkyTesting"],
+            dependencies: [
+                "SnorkyServer", "Snorky", "SnorkyServices", "SnorkyProtocol", "SnorkyTesting",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "SnorkyConfigTests", dependencies: ["SnorkyConfig"], swiftSettings: strict),
