@@ -361,7 +361,7 @@ def main():
     summary_parser.add_argument("--churn", required=True, help="churn JSON report")
     summary_parser.add_argument("--interval", type=float, default=5)
     summary_parser.add_argument("--table-every", type=float, default=30, help="seconds between table rows")
-    summary_parser.add_argument("--max-growth-kib", type=int, default=8192,
+    summary_parser.add_argument("--max-growth-kib", type=int, default=1024,
                                 help="largest RSS growth of a Snorky process over the second half of the run")
     summary_parser.add_argument("--markdown", help="also write the summary here")
 

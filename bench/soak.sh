@@ -24,7 +24,7 @@
 #   CHURN_CONCURRENCY / CHURN_MAX_HOLD / CHURN_PUBLISH_RATE              [20 / 1.0 / 50]
 #   CHURN_LEAVE         how churn connections end: mix, unsubscribe, close or drop [mix]
 #   SAMPLE_INTERVAL     seconds between RSS samples                      [5]
-#   MAX_GROWTH_KIB      allowed second-half RSS growth per process       [8192]
+#   MAX_GROWTH_KIB      allowed second-half RSS growth per process       [1024]
 #   PORT / BACKEND_PORT / REDIS_PORT                                     [6210 / 6211 / 6212]
 #   SCRATCH             SwiftPM scratch path of the release build        [.build]
 #   SKIP_BUILD=1        use the binaries already in SCRATCH/release
@@ -42,7 +42,7 @@ CHURN_MAX_HOLD=${CHURN_MAX_HOLD:-1.0}
 CHURN_PUBLISH_RATE=${CHURN_PUBLISH_RATE:-50}
 CHURN_LEAVE=${CHURN_LEAVE:-mix}
 SAMPLE_INTERVAL=${SAMPLE_INTERVAL:-5}
-MAX_GROWTH_KIB=${MAX_GROWTH_KIB:-8192}
+MAX_GROWTH_KIB=${MAX_GROWTH_KIB:-1024}
 PORT=${PORT:-6210}
 BACKEND_PORT=${BACKEND_PORT:-6211}
 REDIS_PORT=${REDIS_PORT:-6212}
