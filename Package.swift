@@ -174,7 +174,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyServerTests",
-            dependencies: ["SnorkyServer", "Snorky", "SnorkyServices", "SnorkyProtocol", "SnorkyTesting"],
+            dependencies: [
+                "SnorkyServer", "Snorky", "SnorkyServices", "SnorkyProtocol", "SnorkyTesting",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "SnorkyConfigTests", dependencies: ["SnorkyConfig"], swiftSettings: strict),
@@ -185,7 +188,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyClusterTests",
-            dependencies: ["SnorkyTesting", "SnorkyProtocol"],
+            dependencies: ["SnorkyTesting", "SnorkyProtocol", "SnorkyConfig"],
             swiftSettings: strict
         ),
     ]

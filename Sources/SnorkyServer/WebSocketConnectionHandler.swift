@@ -105,6 +105,21 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         context.fireChannelInactive()
     }
 
+    /// Breaks the reference cycles of a finished connection: the transport holds this
+    /// handler and this handler holds the transport and the contexts (which hold the
+    /// pipeline and the channel). Without this every connection, channel and all, stays in
+    /// memory for the life of the worker. A transport that a service still holds now
+    /// writes nowhere (`write`, `flush` and `close` need `rawContext`).
+    func handlerRemoved(context: ChannelHandlerContext) {
+        isClosing = true
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
+        transport = nil
+        client = nil
+        self.context = nil
+        rawContext = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         heardFromPeer = true

@@ -373,8 +373,20 @@ final class SnorkyCluster: Sendable {
 
     /// One `GET /stats`, answered by whichever worker the kernel hands the connection to.
     func statsOnce() async throws -> WorkerStats {
+        try await Self.statsOnce(host: host, port: backendPort, backendKey: Self.backendKey)
+    }
+
+    /// Every slot's stats. Each request is a new connection, which SO_REUSEPORT hashes to a
+    /// slot's socket by its source port, so asking often enough reaches every worker.
+    /// Call it while the counts are settled.
+    func stats(requests: Int = 400) async throws -> [Int: WorkerStats] {
+        try await Self.stats(host: host, port: backendPort, backendKey: Self.backendKey, workers: workers, requests: requests)
+    }
+
+    /// One `GET /stats` on any node's backend port.
+    static func statsOnce(host: String, port: Int, backendKey: String) async throws -> WorkerStats {
         let response = try await HTTPTestClient.get(
-            host: host, port: backendPort, path: "/stats", headers: [("X-Backend-Key", Self.backendKey)], timeout: .seconds(5))
+            host: host, port: port, path: "/stats", headers: [("X-Backend-Key", backendKey)], timeout: .seconds(5))
         guard response.status == 200 else { throw ClusterFixtureError("GET /stats: \(response.status) \(response.body)") }
         let json = try JSON.parse(response.body)
         guard let slot = json["slot"]?.stringValue.flatMap({ Int($0) }),
@@ -386,13 +398,11 @@ final class SnorkyCluster: Sendable {
         return WorkerStats(slot: slot, pid: pid, node: node, connections: Int(connections), topics: Int(topics))
     }
 
-    /// Every slot's stats. Each request is a new connection, which SO_REUSEPORT hashes to a
-    /// slot's socket by its source port, so asking often enough reaches every worker.
-    /// Call it while the counts are settled.
-    func stats(requests: Int = 400) async throws -> [Int: WorkerStats] {
+    /// The stats of each of a node's `workers` slots, asking until every slot answered.
+    static func stats(host: String, port: Int, backendKey: String, workers: Int, requests: Int = 400) async throws -> [Int: WorkerStats] {
         var seen: [Int: WorkerStats] = [:]
         for _ in 0..<requests {
-            let stats = try await statsOnce()
+            let stats = try await statsOnce(host: host, port: port, backendKey: backendKey)
             seen[stats.slot] = stats
             if seen.count == workers { return seen }
         }
