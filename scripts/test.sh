@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs Snorky's whole test suite on a Debian machine, installing what the tests need first
-# (hiredis headers, a real redis-server). Safe to run again: installed packages are skipped.
+# (hiredis headers, a real redis-server, the Prometheus client parser the metrics tests check
+# their output with). Safe to run again: installed packages are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libhiredis-dev redis-server pkg-config python3)
+packages=(libhiredis-dev redis-server pkg-config python3 python3-prometheus-client)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

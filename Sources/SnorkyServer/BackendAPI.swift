@@ -12,6 +12,7 @@ final class BackendAPI: Sendable {
     struct Reply: Sendable {
         var status: HTTPResponseStatus
         var body: ByteBuffer
+        var contentType = "application/json"
     }
 
     static let keyHeader = "X-Backend-Key"
@@ -23,17 +24,23 @@ final class BackendAPI: Sendable {
     private let timeout: Duration
     private let stats: @Sendable () -> JSON
     private let isAccepting: @Sendable () -> Bool
+    private let exposition: @Sendable () async -> String
 
     init(
         node: Node, key: String?, timeout: Duration,
-        stats: @escaping @Sendable () -> JSON, isAccepting: @escaping @Sendable () -> Bool
+        stats: @escaping @Sendable () -> JSON, isAccepting: @escaping @Sendable () -> Bool,
+        exposition: @escaping @Sendable () async -> String
     ) {
         self.node = node
         self.key = key.map { Array($0.utf8) }
         self.timeout = timeout
         self.stats = stats
         self.isAccepting = isAccepting
+        self.exposition = exposition
     }
+
+    /// The worker's counters, for the HTTP handler to count backend requests.
+    var metrics: WorkerMetrics { node.metrics }
 
     /// `GET /ready`: 200 while the worker accepts connections and a probe sent through the
     /// bus came back recently; 503 otherwise (draining, or the bus is not delivering).
@@ -42,6 +49,12 @@ final class BackendAPI: Sendable {
         let delivering = node.isBusDelivering
         let body: JSON = ["ready": .bool(accepting && delivering), "accepting": .bool(accepting), "bus": .bool(delivering)]
         return Reply(status: accepting && delivering ? .ok : .serviceUnavailable, body: ByteBuffer(bytes: body.encodedBytes()))
+    }
+
+    /// `GET /metrics`: the node's metrics in Prometheus's text format. No key: like
+    /// `/health` and `/ready` it reveals counts only, and scrapers rarely send headers.
+    func metricsReply() async -> Reply {
+        Reply(status: .ok, body: ByteBuffer(string: await exposition()), contentType: PrometheusText.contentType)
     }
 
     /// `GET /stats`: this worker's counters, so operators and tests can see how

@@ -88,6 +88,7 @@ extension SupervisorCore {
             guard !worker.ready else { return }
             workers[pid]?.ready = true
             logger.info("worker ready", metadata: metadata)
+            publishState()
             if reload?.step == .startingNew(pid) {
                 await replacementReady()
             }

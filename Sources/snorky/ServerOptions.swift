@@ -57,6 +57,9 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
 
+    @Option(help: "Log format: logfmt (default) or json, one line per event.")
+    var logFormat: String?
+
     /// The flag values keyed by setting name, as given.
     var flagValues: [String: String] {
         let pairs: [(String, String?)] = [
@@ -64,7 +67,7 @@ struct ServerOptions: ParsableArguments {
             ("backend_key", backendKey), ("token_secret", tokenSecret), ("workers", workers), ("threads", threads), ("bus", bus),
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
             ("max_frame_size", maxFrameSize), ("allowed_origins", allowedOrigins),
-            ("max_subscriptions", maxSubscriptions), ("log_level", logLevel),
+            ("max_subscriptions", maxSubscriptions), ("log_level", logLevel), ("log_format", logFormat),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }
