@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs Snorky's whole test suite on a Debian machine, installing what the tests need first
-# (hiredis headers, a real redis-server, the Prometheus client parser the metrics tests check
-# their output with). Safe to run again: installed packages are skipped.
+# (hiredis headers, a real redis-server, Node.js for the JavaScript client's unit tests,
+# Chromium, its driver and Selenium for the browser tests, the Prometheus client parser the
+# metrics tests check their output with). Safe to run again: installed packages are skipped.
+# Arguments are passed to `swift test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libhiredis-dev redis-server pkg-config python3 python3-prometheus-client)
+packages=(libhiredis-dev redis-server pkg-config python3 chromium chromium-driver python3-selenium python3-prometheus-client)
+# Any Node.js with node:test will do (Debian 12's is 18); keep one installed another way.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -17,5 +21,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
+# The JavaScript client's unit tests (no build needed).
+node --test clients/js/tests/*.test.js
+
 swift build --build-tests
 swift test --skip-build "$@"
+
+# The client and the demo page in two headless Chromium sessions against a real 2-worker
+# cluster. Debian's python3-selenium is installed for the system Python.
+python=python3
+[ -x /usr/bin/python3 ] && python=/usr/bin/python3
+SNORKY_BIN="$(swift build --show-bin-path)/snorky" "$python" clients/js/tests/test_browser.py

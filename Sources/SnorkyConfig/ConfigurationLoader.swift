@@ -202,6 +202,10 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.protocolErrorWindow = try value.seconds("protocol_error_window")
         },
+        Setting(key: "demo", summary: "serve the demo page at / (hands out tokens for any name: trials only)") {
+            config, value throws(ConfigurationError) in
+            config.demo = try value.bool("demo")
+        },
         Setting(key: "log_level", summary: "trace, debug, info, notice, warning, error or critical") {
             config, value throws(ConfigurationError) in
             let level = try value.string("log_level")

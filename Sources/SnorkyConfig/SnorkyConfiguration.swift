@@ -56,6 +56,8 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     public var logFormat = "logfmt"
     /// Secret of the HS256 connection tokens (JWT `sub` = identity); nil disables tokens.
     public var tokenSecret: String?
+    /// Serve the demo page at `/`, with connection tokens for any name (trials only).
+    public var demo = false
 
     public init() {}
 

@@ -70,6 +70,9 @@ public final class SnorkyServer: Sendable {
         if configuration.backendKey == nil {
             logger.warning("no backend key configured: the backend API refuses every request; set --backend-key or SNORKY_BACKEND_KEY")
         }
+        if configuration.demo {
+            logger.warning("demo mode: the page at / hands out a connection token for any name; never enable it where identities matter")
+        }
         if configuration.allowedOrigins == nil {
             logger.warning("no allowed origins configured: any web page may open WebSocket connections; set allowed_origins or SNORKY_ALLOWED_ORIGINS")
         }
@@ -201,7 +204,10 @@ public final class SnorkyServer: Sendable {
                 }
             )
         )
-        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path, identities: identities, isOriginAllowed: configuration.isOriginAllowed), name: httpHandlerName)
+        let routes = PublicRoutes(
+            webSocketPath: path, identities: identities, isOriginAllowed: configuration.isOriginAllowed,
+            demo: configuration.demo)
+        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(routes: routes), name: httpHandlerName)
     }
 
     private func backendBootstrap() -> ServerBootstrap {

@@ -14,10 +14,19 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: ServerOptions
 
     func run() async throws {
-        let configuration = try options.load()
+        var configuration = try options.load()
         let logger = LoggingSetup.bootstrap(
             level: configuration.logLevel, format: configuration.logFormat,
             role: configuration.bus == .memory ? "worker" : "supervisor")
+        // The demo page needs identities (chat and cursors require one): without a
+        // configured secret, demo tokens are signed with one made for this run.
+        var demoEnvironment: [String: String] = [:]
+        if configuration.demo, configuration.tokenSecret == nil {
+            let secret = DemoSecret.make()
+            configuration.tokenSecret = secret
+            demoEnvironment["SNORKY_TOKEN_SECRET"] = secret
+            logger.info("demo mode: connection tokens are signed with a secret made for this run")
+        }
 
         if configuration.bus == .memory {
             guard configuration.resolvedWorkers == 1 else {
@@ -47,7 +56,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         defer { metricsDirectory.remove() }
-        var workerEnvironment = forwarded.environment
+        var workerEnvironment = forwarded.environment.merging(demoEnvironment) { configured, _ in configured }
         workerEnvironment[MetricsDirectory.environmentVariable] = metricsDirectory.path
         let supervisor = Supervisor(
             configuration: SupervisorConfiguration(
@@ -100,5 +109,16 @@ struct ServeCommand: AsyncParsableCommand {
             }
             try? await Task.sleep(for: .seconds(1))
         }
+    }
+}
+
+/// A random token secret for a demo run that was given none.
+enum DemoSecret {
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
     }
 }

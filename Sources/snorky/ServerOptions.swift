@@ -60,6 +60,12 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Log format: logfmt (default) or json, one line per event.")
     var logFormat: String?
 
+    @Flag(help: "Serve the demo page at / (chat, feed, shared cursors); it hands out tokens for any name, so only for trials.")
+    var demo = false
+
+    /// Settings given as a bare flag (`--demo`): forwarded to workers without a value.
+    static let switches: Set<String> = ["demo"]
+
     /// The flag values keyed by setting name, as given.
     var flagValues: [String: String] {
         let pairs: [(String, String?)] = [
@@ -68,6 +74,7 @@ struct ServerOptions: ParsableArguments {
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
             ("max_frame_size", maxFrameSize), ("allowed_origins", allowedOrigins),
             ("max_subscriptions", maxSubscriptions), ("log_level", logLevel), ("log_format", logFormat),
+            ("demo", demo ? "true" : nil),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }
@@ -105,7 +112,9 @@ struct ServerOptions: ParsableArguments {
         if let config { arguments += ["--config", config] }
         for setting in ConfigurationLoader.settings {
             guard let value = flagValues[setting.key] else { continue }
-            if setting.isSecret {
+            if Self.switches.contains(setting.key) {
+                arguments.append(setting.flag)
+            } else if setting.isSecret {
                 environment[setting.environmentVariable] = value
             } else {
                 arguments += [setting.flag, value]

@@ -83,6 +83,7 @@ enum WorkerRunner {
         server.pongTimeout = .seconds(configuration.pongTimeout)
         server.maxConnections = configuration.maxConnections
         server.allowedOrigins = configuration.allowedOrigins
+        server.demo = configuration.demo
         return server
     }
 
