@@ -18,7 +18,7 @@ public struct MetricsConfiguration: Sendable {
     /// How often this worker's snapshot is rewritten.
     public var snapshotInterval: Duration = .seconds(1)
     /// A snapshot older than this is from a process that stopped writing; it is left out.
-    public var maxSnapshotAge: Duration = .seconds(5)
+    public var maxSnapshotAge: Duration = .seconds(10)
 
     public init() {}
 }
@@ -46,16 +46,24 @@ final class WorkerMetricsExporter: Sendable {
     // MARK: Scrapes
 
     /// The node's metrics in the text format: this worker live, the others from their
-    /// snapshots (files are read off the event loop).
+    /// snapshots. Built on NIO's thread pool, off the event loops: it reads files, and
+    /// `/proc/self/fd` holds an entry per connection.
     func exposition() async -> String {
+        do {
+            return try await NIOThreadPool.singleton.runIfActive { self.render() }
+        } catch {
+            // The pool is gone (shutting down): answer from here rather than not at all.
+            return render()
+        }
+    }
+
+    private func render() -> String {
         var sources = [(labels: ownLabels, families: families())]
         if let directory = configuration.directory {
             let maxAge = configuration.maxSnapshotAge
-            let ownFile = self.ownFile
-            let snapshots = (try? await NIOThreadPool.singleton.runIfActive {
-                directory.readSnapshots(excluding: ownFile).filter { $0.snapshot.isCurrent(maxAge: maxAge) }
-            }) ?? []
-            sources += snapshots.map { ($0.snapshot.labels, $0.snapshot.families) }
+            sources += directory.readSnapshots(excluding: ownFile)
+                .filter { $0.snapshot.isCurrent(maxAge: maxAge) }
+                .map { ($0.snapshot.labels, $0.snapshot.families) }
         }
         // Workers in slot order whichever answers, then the supervisor (no label of its own).
         sources.sort { Self.order(of: $0.labels) < Self.order(of: $1.labels) }
@@ -98,10 +106,12 @@ final class WorkerMetricsExporter: Sendable {
     }
 
     private func publish(to directory: MetricsDirectory) async {
-        let snapshot = MetricsSnapshot(pid: getpid(), writtenAt: wallClockSeconds(), labels: ownLabels, families: families())
-        let file = ownFile
         do {
-            try await NIOThreadPool.singleton.runIfActive { try directory.write(snapshot, as: file) }
+            // Off the event loops, like a scrape.
+            try await NIOThreadPool.singleton.runIfActive {
+                let snapshot = MetricsSnapshot(pid: getpid(), writtenAt: wallClockSeconds(), labels: self.ownLabels, families: self.families())
+                try directory.write(snapshot, as: self.ownFile)
+            }
         } catch {
             logger.warning("cannot write the metrics snapshot", metadata: ["error": "\(error)"])
         }
