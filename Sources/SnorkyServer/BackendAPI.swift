@@ -13,7 +13,12 @@ final class BackendAPI: Sendable {
         var status: HTTPResponseStatus
         var body: ByteBuffer
         var contentType = "application/json"
+        var headers: [(String, String)] = []
     }
+
+    /// Names the worker that answered a `GET /metrics` (its slot): the scrape reports the
+    /// whole node, and this tells which worker's values are live rather than a snapshot.
+    static let metricsWorkerHeader = "X-Snorky-Worker"
 
     static let keyHeader = "X-Backend-Key"
     static let missingKeyMessage =
@@ -25,11 +30,12 @@ final class BackendAPI: Sendable {
     private let stats: @Sendable () -> JSON
     private let isAccepting: @Sendable () -> Bool
     private let exposition: @Sendable () async -> String
+    private let metricsWorker: String
 
     init(
         node: Node, key: String?, timeout: Duration,
         stats: @escaping @Sendable () -> JSON, isAccepting: @escaping @Sendable () -> Bool,
-        exposition: @escaping @Sendable () async -> String
+        exposition: @escaping @Sendable () async -> String, metricsWorker: String
     ) {
         self.node = node
         self.key = key.map { Array($0.utf8) }
@@ -37,6 +43,7 @@ final class BackendAPI: Sendable {
         self.stats = stats
         self.isAccepting = isAccepting
         self.exposition = exposition
+        self.metricsWorker = metricsWorker
     }
 
     /// The worker's counters, for the HTTP handler to count backend requests.
@@ -54,7 +61,9 @@ final class BackendAPI: Sendable {
     /// `GET /metrics`: the node's metrics in Prometheus's text format. No key: like
     /// `/health` and `/ready` it reveals counts only, and scrapers rarely send headers.
     func metricsReply() async -> Reply {
-        Reply(status: .ok, body: ByteBuffer(string: await exposition()), contentType: PrometheusText.contentType)
+        Reply(
+            status: .ok, body: ByteBuffer(string: await exposition()), contentType: PrometheusText.contentType,
+            headers: [(Self.metricsWorkerHeader, metricsWorker)])
     }
 
     /// `GET /stats`: this worker's counters, so operators and tests can see how

@@ -112,7 +112,7 @@ final class BackendHTTPHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.readableBytes))
-        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
+        for (name, value) in reply.headers + extraHeaders { headers.add(name: name, value: value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
         if head.method != .HEAD {

@@ -50,7 +50,7 @@ public final class SnorkyServer: Sendable {
                 return .object(stats)
             },
             isAccepting: { !connections.isDraining },
-            exposition: { await metrics.exposition() })
+            exposition: { await metrics.exposition() }, metricsWorker: configuration.metrics.worker)
     }
 
     /// Open WebSocket connections on this worker.

@@ -403,8 +403,9 @@ final class SnorkyCluster: Sendable {
     // MARK: Metrics
 
     /// One `GET /metrics` (no key), answered by whichever worker gets the connection,
-    /// checked by the strict reader; returns the exposition and its text.
-    func metricsOnce() async throws -> (exposition: PrometheusExposition, text: String) {
+    /// checked by the strict reader; returns the exposition, its text, and the slot of the
+    /// worker that answered (whose values are live; the others' come from their snapshots).
+    func metricsOnce() async throws -> (exposition: PrometheusExposition, text: String, answeredBy: Int) {
         let response = try await HTTPTestClient.request(
             method: "GET", host: host, port: backendPort, path: "/metrics", timeout: .seconds(5))
         guard response.status == 200 else { throw ClusterFixtureError("GET /metrics: \(response.status) \(response.body)") }
@@ -412,7 +413,10 @@ final class SnorkyCluster: Sendable {
         guard contentType == "text/plain; version=0.0.4; charset=utf-8" else {
             throw ClusterFixtureError("GET /metrics: Content-Type \(contentType ?? "(none)")")
         }
-        return (try PrometheusExposition(parsing: response.body), response.body)
+        guard let answeredBy = response.headers.first(where: { $0.0.lowercased() == "x-snorky-worker" }).flatMap({ Int($0.1) }) else {
+            throw ClusterFixtureError("GET /metrics: no X-Snorky-Worker header")
+        }
+        return (try PrometheusExposition(parsing: response.body), response.body, answeredBy)
     }
 
     /// `stats()` summed over the workers.

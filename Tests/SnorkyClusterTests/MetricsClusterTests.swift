@@ -50,19 +50,24 @@ extension ClusterTests {
                         }
                     }
 
-                    // The other worker's numbers come from its snapshot, at most a second old.
-                    try await eventually(timeout: .seconds(15), "the scraped counts settle") {
-                        let (metrics, _) = try await cluster.metricsOnce()
-                        return try total(metrics, "snorky_connections", workers: 2) == 36
+                    // The other worker's numbers come from its snapshot, at most a second old:
+                    // wait until scrapes answered by each worker show the traffic.
+                    var settled: Set<Int> = []
+                    try await eventually(timeout: .seconds(15), "the scraped counts settle, seen from both workers (\(settled))") {
+                        let (metrics, _, answeredBy) = try await cluster.metricsOnce()
+                        let complete = try total(metrics, "snorky_connections", workers: 2) == 36
                             && total(metrics, "snorky_subscriptions", workers: 2) == 30
                             && total(metrics, "snorky_deliveries_total", workers: 2) >= Double(30 * publications)
                             && total(metrics, "snorky_backend_requests_total", ["code": "200"], workers: 2) == Double(publications)
+                        if complete { settled.insert(answeredBy) }
+                        return settled.count == 2
                     }
 
                     // Every scrape, whichever worker answers it, tells the same story.
-                    var answeredBy: Set<String> = []
+                    var answeredBy: Set<Int> = []
                     for scrape in 0..<20 {
-                        let (metrics, text) = try await cluster.metricsOnce()
+                        let (metrics, text, answerer) = try await cluster.metricsOnce()
+                        answeredBy.insert(answerer)
                         if scrape < 3 { _ = try await PrometheusClientParser.sampleCount(of: text) }
                         let connections = try perWorker(metrics, "snorky_connections", workers: 2)
                         for (slot, worker) in stats {
@@ -86,9 +91,8 @@ extension ClusterTests {
                         #expect(metrics.family("snorky_connections")?.type == "gauge")
                         #expect(metrics.family("snorky_deliveries_total")?.type == "counter")
                         #expect(metrics.family("snorky_bus_round_trip_seconds")?.type == "histogram")
-                        answeredBy.formUnion(try perWorker(metrics, "process_start_time_seconds", workers: 2).map { "\($0.key)" })
                     }
-                    #expect(answeredBy.count == 2)
+                    #expect(answeredBy.count == 2, "20 scrapes all answered by worker \(answeredBy)")
 
                     // kill -9: the slot's restart counter goes up, the replacement reports.
                     let victimSlot = 1
@@ -98,12 +102,12 @@ extension ClusterTests {
                         $0.isSupervisor && $0.message == "worker ready" && $0.slot == victimSlot && $0.pid != victim
                     }
                     try await eventually(timeout: .seconds(15), "the restart is counted") {
-                        let (metrics, _) = try await cluster.metricsOnce()
+                        let (metrics, _, _) = try await cluster.metricsOnce()
                         return metrics.value("snorky_worker_restarts_total", ["worker": "\(victimSlot)"]) == 1
                             && metrics.value("snorky_worker_up", ["worker": "\(victimSlot)"]) == 1
                     }
                     for _ in 0..<10 {
-                        let (metrics, _) = try await cluster.metricsOnce()
+                        let (metrics, _, _) = try await cluster.metricsOnce()
                         #expect(metrics.value("snorky_worker_restarts_total", ["worker": "\(victimSlot)"]) == 1)
                         #expect(metrics.value("snorky_worker_restarts_total", ["worker": "\(1 - victimSlot)"]) == 0)
                         // The dead worker's last snapshot is not reported: one sample per slot.

@@ -13,6 +13,7 @@ struct MetricsEndpointTests {
         #expect(response.status == 200)
         let contentType = response.headers.first { $0.0.lowercased() == "content-type" }?.1
         #expect(contentType == "text/plain; version=0.0.4; charset=utf-8")
+        #expect(response.headers.first { $0.0.lowercased() == "x-snorky-worker" }?.1 == "0")
         return try PrometheusExposition(parsing: response.body)
     }
 
