@@ -14,7 +14,7 @@ public final class WorkerMetrics: Sendable {
     public let framesSent = MetricCounter()
     /// Publication frames fanned out to local subscribers (one per subscriber).
     public let deliveries = MetricCounter()
-    /// Protocol errors answered on the reserved `snorky` service.
+    /// Protocol errors, the ones counted against a connection's error budget.
     public let protocolErrors = MetricCounter()
     /// Messages this worker published on the bus (publications and direct messages).
     public let busPublished = MetricCounter()

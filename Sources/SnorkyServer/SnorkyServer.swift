@@ -56,12 +56,6 @@ public final class SnorkyServer: Sendable {
     /// Open WebSocket connections on this worker.
     public var connectionCount: Int { connections.count }
 
-    /// What `GET /metrics` answers now: this worker's metrics and, with a metrics
-    /// directory, the rest of the node's.
-    public func metricsExposition() async -> String {
-        await metrics.exposition()
-    }
-
     /// Starts both listeners and returns their local addresses (public, backend).
     public func start(
         publicListener: Listener? = nil,

@@ -87,8 +87,8 @@ extension SupervisorCore {
         case StatusPipe.ready:
             guard !worker.ready else { return }
             workers[pid]?.ready = true
-            logger.info("worker ready", metadata: metadata)
             publishState()
+            logger.info("worker ready", metadata: metadata)
             if reload?.step == .startingNew(pid) {
                 await replacementReady()
             }

@@ -149,7 +149,7 @@ final class WorkerMetricsExporter: Sendable {
                 name: "snorky_deliveries_total", help: "Publications delivered to local subscribers (one per subscriber).", kind: .counter,
                 value: Double(metrics.deliveries.value)),
             MetricFamily(
-                name: "snorky_protocol_errors_total", help: "Protocol errors (invalid JSON, malformed or unknown messages) answered to clients.",
+                name: "snorky_protocol_errors_total", help: "Protocol errors (invalid JSON, malformed messages or requests, unknown services) answered to clients.",
                 kind: .counter, value: Double(metrics.protocolErrors.value)),
             MetricFamily(
                 name: "snorky_backend_requests_total", help: "Backend API requests (POST /backend) by response status.", kind: .counter,
