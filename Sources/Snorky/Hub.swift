@@ -22,10 +22,12 @@ public final class Hub: Sendable {
     private let shards: [Shard]
     private let writers = Mutex<[ObjectIdentifier: LoopWriter]>([:])
     private let writePolicy: WritePolicy
+    private let metrics: WorkerMetrics
 
-    public init(shardCount: Int = 16, writePolicy: WritePolicy = WritePolicy()) {
+    public init(shardCount: Int = 16, writePolicy: WritePolicy = WritePolicy(), metrics: WorkerMetrics = WorkerMetrics()) {
         shards = (0..<max(1, shardCount)).map { _ in Shard() }
         self.writePolicy = writePolicy
+        self.metrics = metrics
     }
 
     private func shard(for topic: String) -> Shard {
@@ -78,8 +80,10 @@ public final class Hub: Sendable {
             if let excluding, group.clients.contains(excluding) {
                 let others = group.clients.filter { $0 !== excluding }
                 if !others.isEmpty { group.writer.enqueue(frame, to: others) }
+                metrics.deliveries.add(others.count)
             } else {
                 group.writer.enqueue(frame, to: group.clients)
+                metrics.deliveries.add(group.clients.count)
             }
         }
     }
@@ -118,7 +122,7 @@ public final class Hub: Sendable {
         writers.withLock { writers in
             let key = ObjectIdentifier(loop)
             if let writer = writers[key] { return writer }
-            let writer = LoopWriter(loop: loop, policy: writePolicy)
+            let writer = LoopWriter(loop: loop, policy: writePolicy, metrics: metrics)
             writers[key] = writer
             return writer
         }
@@ -138,6 +142,7 @@ public final class Hub: Sendable {
 final class LoopWriter: Sendable {
     let loop: any EventLoop
     let policy: WritePolicy
+    let metrics: WorkerMetrics
 
     enum Item {
         case frame(OutboundFrame, [Client])
@@ -153,9 +158,10 @@ final class LoopWriter: Sendable {
     /// Only touched on `loop`.
     private let flushes: FlushQueue
 
-    init(loop: any EventLoop, policy: WritePolicy) {
+    init(loop: any EventLoop, policy: WritePolicy, metrics: WorkerMetrics) {
         self.loop = loop
         self.policy = policy
+        self.metrics = metrics
         self.flushes = FlushQueue()
     }
 
@@ -186,6 +192,7 @@ final class LoopWriter: Sendable {
             switch item {
             case .frame(let frame, let clients):
                 let size = frame.wire.readableBytes
+                metrics.framesSent.add(clients.count)
                 for client in clients {
                     let transport = client.transport
                     transport.write(frame)

@@ -213,6 +213,14 @@ public enum ConfigurationLoader {
             guard levels.contains(level) else { throw ConfigurationError("log_level: unknown level \(level)") }
             config.logLevel = level
         },
+        Setting(key: "log_format", summary: "logfmt or json: one line per event either way") {
+            config, value throws(ConfigurationError) in
+            let format = try value.string("log_format")
+            guard ["logfmt", "json"].contains(format) else {
+                throw ConfigurationError("log_format: expected logfmt or json, got \(format)")
+            }
+            config.logFormat = format
+        },
     ]
 
     /// Builds the configuration: defaults, then `fileText` (TOML), then the environment,

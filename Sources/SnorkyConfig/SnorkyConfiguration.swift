@@ -52,6 +52,8 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     /// Seconds.
     public var protocolErrorWindow = 10.0
     public var logLevel = "info"
+    /// `logfmt` (the default) or `json`: how each log line is written.
+    public var logFormat = "logfmt"
     /// Secret of the HS256 connection tokens (JWT `sub` = identity); nil disables tokens.
     public var tokenSecret: String?
     /// Serve the demo page at `/`, with connection tokens for any name (trials only).

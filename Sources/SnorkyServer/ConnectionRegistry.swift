@@ -11,6 +11,8 @@ final class ConnectionRegistry: Sendable {
         var transports: [ObjectIdentifier: ChannelTransport] = [:]
         /// Accepted TCP connections (upgraded or not) that are still open.
         var openSockets = 0
+        /// WebSocket connections registered since the start (for metrics).
+        var registered = 0
         var drainCode: (code: UInt16, reason: String, lateGrace: Duration)?
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -22,6 +24,11 @@ final class ConnectionRegistry: Sendable {
     /// Open WebSocket connections.
     var count: Int {
         state.withLock { $0.transports.count }
+    }
+
+    /// WebSocket connections opened since the worker started, refused ones included.
+    var openedCount: Int {
+        state.withLock { $0.registered }
     }
 
     /// True once a drain started.
@@ -48,6 +55,7 @@ final class ConnectionRegistry: Sendable {
     func add(_ transport: ChannelTransport) {
         let drain = state.withLock { state in
             state.transports[ObjectIdentifier(transport)] = transport
+            state.registered += 1
             return state.drainCode
         }
         if let drain {

@@ -48,6 +48,8 @@ public struct ServerConfiguration: Sendable {
     public var statsLabels: [String: String] = [:]
     /// Verifies the `token` URL parameter; nil when no token secret is configured.
     public var tokens: ConnectionTokens?
+    /// How this worker reports on `GET /metrics`.
+    public var metrics = MetricsConfiguration()
 
     public init() {}
 }

@@ -23,6 +23,7 @@ public final class SnorkyServer: Sendable {
     private let connections = ConnectionRegistry()
     private let serverChannels = Mutex<[any Channel]>([])
     private let backendAPI: BackendAPI
+    private let metrics: WorkerMetricsExporter
 
     public init(configuration: ServerConfiguration, node: Node, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
@@ -30,6 +31,8 @@ public final class SnorkyServer: Sendable {
         self.group = group
         self.logger = logger
         let connections = self.connections
+        let metrics = WorkerMetricsExporter(node: node, connections: connections, configuration: configuration.metrics, logger: logger)
+        self.metrics = metrics
         self.backendAPI = BackendAPI(
             node: node, key: configuration.backendKey, timeout: configuration.backendTimeout,
             stats: {
@@ -46,7 +49,8 @@ public final class SnorkyServer: Sendable {
                 }
                 return .object(stats)
             },
-            isAccepting: { !connections.isDraining })
+            isAccepting: { !connections.isDraining },
+            exposition: { await metrics.exposition() }, metricsWorker: configuration.metrics.worker)
     }
 
     /// Open WebSocket connections on this worker.
@@ -75,6 +79,7 @@ public final class SnorkyServer: Sendable {
             bootstrap: backendBootstrap()
         )
         serverChannels.withLock { $0 = [publicChannel, backendChannel] }
+        await metrics.startPublishing()
         return (publicChannel.localAddress!, backendChannel.localAddress!)
     }
 
@@ -101,6 +106,7 @@ public final class SnorkyServer: Sendable {
     /// Graceful drain: stop accepting, ask every client to reconnect elsewhere (1001) in
     /// batches spread over `drainSpread`, and wait up to the drain timeout for them to go.
     public func drain() async {
+        metrics.stopPublishing()
         await stopAccepting()
         connections.closeAll(
             code: CloseCode.goingAway, reason: "Server shutting down",

@@ -31,6 +31,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var client: Client?
     private var transport: ChannelTransport?
     private var isClosing = false
+    /// The close answers the peer's own close frame: not counted as a server close.
+    private var isEchoingPeerClose = false
     /// Frames written since the last flush, sent as one buffer.
     private var unflushed = UnflushedFrames()
 
@@ -150,6 +152,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             // Echo a valid close code (RFC 6455 section 7.4); answer an invalid one with 1002.
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self) ?? CloseCode.normal
+            isEchoingPeerClose = true
             close(code: Self.isValidPeerCloseCode(code) ? code : CloseCode.protocolError, reason: "")
         default:
             break  // pongs; continuations are reassembled by the aggregator
@@ -199,6 +202,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         guard !isClosing, let rawContext else { return }
         flush()  // frames already handed to this connection go out before the close
         isClosing = true
+        if !isEchoingPeerClose { node.metrics.closes.record(Int(code)) }
         let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: rawContext.channel.allocator)
         let channel = rawContext.channel
         rawContext.writeAndFlush(wrapOutboundOut(frame)).whenComplete { result in

@@ -57,6 +57,9 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
 
+    @Option(help: "Log format: logfmt (default) or json, one line per event.")
+    var logFormat: String?
+
     @Flag(help: "Serve the demo page at / (chat, feed, shared cursors); it hands out tokens for any name, so only for trials.")
     var demo = false
 
@@ -70,7 +73,7 @@ struct ServerOptions: ParsableArguments {
             ("backend_key", backendKey), ("token_secret", tokenSecret), ("workers", workers), ("threads", threads), ("bus", bus),
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
             ("max_frame_size", maxFrameSize), ("allowed_origins", allowedOrigins),
-            ("max_subscriptions", maxSubscriptions), ("log_level", logLevel),
+            ("max_subscriptions", maxSubscriptions), ("log_level", logLevel), ("log_format", logFormat),
             ("demo", demo ? "true" : nil),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })

@@ -19,6 +19,7 @@ enum WorkerRunner {
         logger: Logger,
         dataSync: DataSyncOptions,
         statsLabels: [String: String] = [:],
+        metrics: MetricsConfiguration = MetricsConfiguration(),
         onReady: () -> Void = {},
         onDraining: () -> Void = {}
     ) async throws {
@@ -28,6 +29,7 @@ enum WorkerRunner {
         options.dataSync = dataSync
         var server = serverConfiguration(configuration)
         server.statsLabels = statsLabels.merging(["pid": "\(getpid())"]) { first, _ in first }
+        server.metrics = metrics
         let worker = try Worker(
             id: nodeID(),
             server: server,

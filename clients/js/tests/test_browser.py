@@ -66,8 +66,8 @@ class Cluster:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         try:
-            self.ws_port = int(self.wait_for_line(r"role=supervisor ws=[\d.]+:(\d+) .*listening").group(1))
-            self.backend_port = int(self.wait_for_line(r"backend=[\d.]+:(\d+) role=supervisor .*listening").group(1))
+            self.ws_port = int(self.wait_for_line(r"role=supervisor .*msg=listening .*ws=[\d.]+:(\d+)").group(1))
+            self.backend_port = int(self.wait_for_line(r"role=supervisor .*msg=listening .*backend=[\d.]+:(\d+)").group(1))
             self.wait_for_line(r"cluster ready")
         except Exception:
             self.stop()
