@@ -269,7 +269,7 @@ public struct WritePolicy: Sendable {
     /// Unflushed bytes past which a connection is flushed without waiting.
     public var flushThreshold: Int
 
-    public init(maxWriteDelay: TimeAmount = .milliseconds(5), flushThreshold: Int = 16 * 1024) {
+    public init(maxWriteDelay: TimeAmount = .milliseconds(20), flushThreshold: Int = 16 * 1024) {
         self.maxWriteDelay = maxWriteDelay
         self.flushThreshold = flushThreshold
     }

@@ -40,7 +40,7 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     public var pongTimeout = 10.0
     /// Seconds a connection flushed recently waits before its next write, so a busy
     /// connection gets many frames per syscall; 0 writes every batch at once.
-    public var maxWriteDelay = 0.005
+    public var maxWriteDelay = 0.02
     /// WebSocket connections per worker; 0 = no limit. More are closed with 4003.
     public var maxConnections = 0
     /// Topics one connection may subscribe to at once; more are refused.

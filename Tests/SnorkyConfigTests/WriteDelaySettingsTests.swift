@@ -3,9 +3,9 @@ import Testing
 
 @Suite("Configuration: max_write_delay")
 struct WriteDelaySettingsTests {
-    @Test("default 5 ms; zero turns coalescing off; negative or non-numeric values are refused")
+    @Test("default 20 ms; zero turns coalescing off; negative or non-numeric values are refused")
     func maxWriteDelay() throws {
-        #expect(try ConfigurationLoader.load().maxWriteDelay == 0.005)
+        #expect(try ConfigurationLoader.load().maxWriteDelay == 0.02)
         #expect(try ConfigurationLoader.load(fileText: "max_write_delay = 0.02").maxWriteDelay == 0.02)
         #expect(try ConfigurationLoader.load(environment: ["SNORKY_MAX_WRITE_DELAY": "0"]).maxWriteDelay == 0)
         #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(fileText: "max_write_delay = -1") }
