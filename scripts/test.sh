@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Snorky's whole test suite on a Debian machine, installing what the tests need first
-# (hiredis headers, a real redis-server, nginx for the two-node deploy test, systemd's
+# (hiredis headers, a real redis-server, iproute2's ss, nginx for the two-node deploy test, systemd's
 # systemd-analyze for the unit file, Node.js for the JavaScript client's unit tests,
 # Chromium, its driver and Selenium for the browser tests, the Prometheus client parser the
 # metrics tests check their output with). Safe to run again: installed packages are
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libhiredis-dev redis-server pkg-config python3 nginx systemd chromium chromium-driver python3-selenium python3-prometheus-client)
+packages=(libhiredis-dev redis-server pkg-config python3 iproute2 nginx systemd chromium chromium-driver python3-selenium python3-prometheus-client)
 # Any Node.js with node:test will do (Debian 12's is 18); keep one installed another way.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 missing=()

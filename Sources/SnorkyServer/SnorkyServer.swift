@@ -72,25 +72,34 @@ public final class SnorkyServer: Sendable {
         }
         let publicChannel = try await open(
             publicListener ?? .bind(host: configuration.host, port: configuration.port),
-            bootstrap: publicBootstrap()
+            bootstrap: publicBootstrap(), backlog: Self.publicBacklog
         )
         let backendChannel = try await open(
             backendListener ?? .bind(host: configuration.backendHost, port: configuration.backendPort),
-            bootstrap: backendBootstrap()
+            bootstrap: backendBootstrap(), backlog: Self.backendBacklog
         )
         serverChannels.withLock { $0 = [publicChannel, backendChannel] }
         await metrics.startPublishing()
         return (publicChannel.localAddress!, backendChannel.localAddress!)
     }
 
-    private func open(_ listener: Listener, bootstrap: ServerBootstrap) async throws -> any Channel {
+    private func open(_ listener: Listener, bootstrap: ServerBootstrap, backlog: Int32) async throws -> any Channel {
         switch listener {
         case .bind(let host, let port):
-            try await bootstrap.bind(host: host, port: port).get()
+            return try await bootstrap.bind(host: host, port: port).get()
         case .inherited(let descriptor):
-            try await bootstrap.withBoundSocket(descriptor).get()
+            let channel = try await bootstrap.withBoundSocket(descriptor).get()
+            // Adopting a socket, NIO listens again with its default backlog of 128, before
+            // the backlog option applies. With 128, a burst of connections (a reconnect
+            // storm after a deploy) overflows the accept queue and clients wait a second
+            // for their SYN to be retried: listen again with ours.
+            _ = listen(descriptor, backlog)
+            return channel
         }
     }
+
+    static let publicBacklog: Int32 = 4096
+    static let backendBacklog: Int32 = 1024
 
     /// Stops accepting new connections; existing ones are untouched.
     public func stopAccepting() async {
@@ -121,7 +130,7 @@ public final class SnorkyServer: Sendable {
         let node = self.node
         let connections = self.connections
         return ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.backlog, value: Self.publicBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
@@ -208,7 +217,7 @@ public final class SnorkyServer: Sendable {
         let api = backendAPI
         let maxBodySize = configuration.backendMaxBodySize
         return ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.backlog, value: Self.backendBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
@@ -246,3 +255,7 @@ final class AcceptedConnectionCounter: ChannelInboundHandler {
         context.fireChannelRead(data)
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
