@@ -199,7 +199,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyServerTests",
-            dependencies: ["SnorkyServer", "Snorky", "SnorkyServices", "SnorkyProtocol", "SnorkyTesting"],
+            dependencies: [
+                "SnorkyServer", "Snorky", "SnorkyServices", "SnorkyProtocol", "SnorkyTesting",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "SnorkyConfigTests", dependencies: ["SnorkyConfig"], swiftSettings: strict),
@@ -210,7 +213,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SnorkyClusterTests",
-            dependencies: ["SnorkyTesting", "SnorkyProtocol"],
+            dependencies: ["SnorkyTesting", "SnorkyProtocol", "SnorkyConfig"],
             swiftSettings: strict
         ),
     ]

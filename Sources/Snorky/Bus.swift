@@ -30,6 +30,20 @@ public protocol Bus: AnyObject, Sendable {
     func publish(topic: String, payload: ByteBuffer) async throws(BusError)
 
     func shutdown() async
+
+    /// How many times the bus reconnected after losing its transport (for metrics).
+    var reconnectCount: Int { get }
+
+    /// Messages the bus received but could not deliver: malformed, or of an unknown
+    /// envelope version (for metrics).
+    var droppedPublicationCount: Int { get }
+}
+
+extension Bus {
+    /// A bus with nothing to reconnect to never reconnects.
+    public var reconnectCount: Int { 0 }
+
+    public var droppedPublicationCount: Int { 0 }
 }
 
 public struct BusError: Error, Sendable, Equatable, CustomStringConvertible {

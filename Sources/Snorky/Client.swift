@@ -118,7 +118,8 @@ public final class Client: Sendable, Hashable, CustomStringConvertible {
     /// Returns false when too many frames are already waiting (the caller should close).
     @discardableResult
     public func didReceive(text payload: ByteBuffer) -> Bool {
-        enqueue(.frame(payload))
+        node.metrics.framesReceived.increment()
+        return enqueue(.frame(payload))
     }
 
     /// Called by the transport once, when the connection is gone.

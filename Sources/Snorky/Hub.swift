@@ -21,9 +21,13 @@ public final class Hub: Sendable {
 
     private let shards: [Shard]
     private let writers = Mutex<[ObjectIdentifier: LoopWriter]>([:])
+    private let writePolicy: WritePolicy
+    private let metrics: WorkerMetrics
 
-    public init(shardCount: Int = 16) {
+    public init(shardCount: Int = 16, writePolicy: WritePolicy = WritePolicy(), metrics: WorkerMetrics = WorkerMetrics()) {
         shards = (0..<max(1, shardCount)).map { _ in Shard() }
+        self.writePolicy = writePolicy
+        self.metrics = metrics
     }
 
     private func shard(for topic: String) -> Shard {
@@ -76,8 +80,10 @@ public final class Hub: Sendable {
             if let excluding, group.clients.contains(excluding) {
                 let others = group.clients.filter { $0 !== excluding }
                 if !others.isEmpty { group.writer.enqueue(frame, to: others) }
+                metrics.deliveries.add(others.count)
             } else {
                 group.writer.enqueue(frame, to: group.clients)
+                metrics.deliveries.add(group.clients.count)
             }
         }
     }
@@ -116,7 +122,7 @@ public final class Hub: Sendable {
         writers.withLock { writers in
             let key = ObjectIdentifier(loop)
             if let writer = writers[key] { return writer }
-            let writer = LoopWriter(loop: loop)
+            let writer = LoopWriter(loop: loop, policy: writePolicy, metrics: metrics)
             writers[key] = writer
             return writer
         }
@@ -124,11 +130,19 @@ public final class Hub: Sendable {
 }
 
 /// Batches writes for one event loop: deliveries queued while the loop is busy are written
-/// together in one task, and each connection is flushed once per batch, so a burst of
-/// publications costs one syscall per connection instead of one per message. Direct sends
-/// and closes travel the same queue, so a connection sees everything in production order.
+/// together in one task, and each connection is flushed once per batch. Direct sends and
+/// closes travel the same queue, so a connection sees everything in production order.
+///
+/// On top of that, a connection flushed less than `maxWriteDelay` ago is not flushed again
+/// at once: its frames collect in the channel's buffer and go out in one `writev` when the
+/// delay has passed (or sooner, past `flushThreshold` bytes). A connection that receives a
+/// frame now and then is written immediately; a busy one costs one syscall per delay
+/// instead of one per message, which is what makes a large fan-out cheap, for the server
+/// and for the client reading it.
 final class LoopWriter: Sendable {
     let loop: any EventLoop
+    let policy: WritePolicy
+    let metrics: WorkerMetrics
 
     enum Item {
         case frame(OutboundFrame, [Client])
@@ -141,9 +155,14 @@ final class LoopWriter: Sendable {
     }
 
     private let pending = Mutex(Pending())
+    /// Only touched on `loop`.
+    private let flushes: FlushQueue
 
-    init(loop: any EventLoop) {
+    init(loop: any EventLoop, policy: WritePolicy, metrics: WorkerMetrics) {
         self.loop = loop
+        self.policy = policy
+        self.metrics = metrics
+        self.flushes = FlushQueue()
     }
 
     func enqueue(_ frame: OutboundFrame, to clients: [Client]) {
@@ -168,30 +187,114 @@ final class LoopWriter: Sendable {
             defer { pending.batch = [] }
             return pending.batch
         }
-        if batch.count == 1, case .frame(let frame, let clients) = batch[0] {
-            // The common case: every client appears once, flush as we go.
-            for client in clients {
-                client.transport.write(frame)
-                client.transport.flush()
-            }
-            return
-        }
-        var touched: [ObjectIdentifier: any Transport] = [:]
+        let flushes = self.flushes
         for item in batch {
             switch item {
             case .frame(let frame, let clients):
+                let size = frame.wire.readableBytes
+                metrics.framesSent.add(clients.count)
                 for client in clients {
-                    client.transport.write(frame)
-                    touched[ObjectIdentifier(client.transport)] = client.transport
+                    let transport = client.transport
+                    transport.write(frame)
+                    let state = transport.writeState
+                    state.unflushedBytes += size
+                    if !state.isDirty {
+                        state.isDirty = true
+                        flushes.dirty.append(transport)
+                    }
                 }
             case .close(let client, let code, let reason):
                 // The close frame follows everything queued before it; later writes are dropped.
-                client.transport.flush()
+                flushes.flush(client.transport, at: flushes.lastNow)
                 client.transport.close(code: code, reason: reason)
             }
         }
-        for transport in touched.values {
-            transport.flush()
+        flushDirty()
+    }
+
+    /// Flushes each connection written in this batch, or defers it if it was flushed less
+    /// than `maxWriteDelay` ago.
+    private func flushDirty() {
+        let flushes = self.flushes
+        guard !flushes.dirty.isEmpty else { return }
+        let now = NIODeadline.now()
+        flushes.lastNow = now
+        let delay = policy.maxWriteDelay
+        var earliest: NIODeadline?
+        for transport in flushes.dirty {
+            let state = transport.writeState
+            state.isDirty = false
+            if state.unflushedBytes == 0 { continue }  // flushed by a close in this batch
+            if state.isDeferred {
+                if state.unflushedBytes >= policy.flushThreshold { flushes.flush(transport, at: now) }
+                continue
+            }
+            let due = state.lastFlush + delay
+            if due <= now || state.unflushedBytes >= policy.flushThreshold {
+                flushes.flush(transport, at: now)
+            } else {
+                state.isDeferred = true
+                flushes.deferred.append(transport)
+                earliest = min(earliest ?? due, due)
+            }
         }
+        flushes.dirty.removeAll(keepingCapacity: true)
+        if let earliest, !flushes.isTickScheduled {
+            flushes.isTickScheduled = true
+            loop.scheduleTask(deadline: earliest) { self.flushDeferred() }
+        }
+    }
+
+    /// The delay is up for the connections waiting: one flush each.
+    private func flushDeferred() {
+        let flushes = self.flushes
+        flushes.isTickScheduled = false
+        let now = NIODeadline.now()
+        flushes.lastNow = now
+        let waiting = flushes.deferred
+        flushes.deferred.removeAll(keepingCapacity: true)
+        for transport in waiting {
+            let state = transport.writeState
+            state.isDeferred = false
+            if state.unflushedBytes > 0 { flushes.flush(transport, at: now) }
+        }
+    }
+}
+
+/// How the hub writes to connections.
+public struct WritePolicy: Sendable {
+    /// How long a busy connection's frames may wait to be written together; zero writes
+    /// every batch at once.
+    public var maxWriteDelay: TimeAmount
+    /// Unflushed bytes past which a connection is flushed without waiting.
+    public var flushThreshold: Int
+
+    public init(maxWriteDelay: TimeAmount = .milliseconds(20), flushThreshold: Int = 16 * 1024) {
+        self.maxWriteDelay = maxWriteDelay
+        self.flushThreshold = flushThreshold
+    }
+
+    /// Every batch flushed at once.
+    public static let immediate = WritePolicy(maxWriteDelay: .zero)
+}
+
+/// The loop writer's lists of connections to flush.
+// @unchecked Sendable invariant: every member is read and written only on the writer's
+// event loop (in `drain`, `flushDirty` and `flushDeferred`, which run there).
+private final class FlushQueue: @unchecked Sendable {
+    /// Written in the current batch, not yet flushed or deferred.
+    var dirty: [any Transport] = []
+    /// Waiting for their write delay to pass.
+    var deferred: [any Transport] = []
+    var isTickScheduled = false
+    /// The time of the last flush pass, for flushes that need no fresh clock reading.
+    var lastNow = NIODeadline.uptimeNanoseconds(0)
+
+    func flush(_ transport: any Transport, at now: NIODeadline) {
+        let state = transport.writeState
+        guard state.unflushedBytes > 0 else { return }
+        transport.flush()
+        state.unflushedBytes = 0
+        state.lastFlush = now
     }
 }

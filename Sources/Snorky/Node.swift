@@ -15,6 +15,8 @@ public struct NodeConfiguration: Sendable {
     /// Topics one connection may be subscribed to at once; services refuse more
     /// (pubsub answers `Too many subscriptions`).
     public var maxSubscriptionsPerClient = 1000
+    /// How fan-out coalesces writes to busy connections.
+    public var writePolicy = WritePolicy()
 
     public init() {}
 }
@@ -30,6 +32,8 @@ public final class Node: BusReceiver, Sendable {
     public let hub: Hub
     public let logger: Logger
     public let configuration: NodeConfiguration
+    /// This worker's counters, exported on `GET /metrics`.
+    public let metrics: WorkerMetrics
 
     private let registry = Mutex<[String: any Service]>([:])
     private let registrationOrder = Mutex<[any Service]>([])
@@ -49,7 +53,9 @@ public final class Node: BusReceiver, Sendable {
         self.id = id
         self.bus = bus
         self.state = state
-        self.hub = Hub()
+        let metrics = WorkerMetrics()
+        self.metrics = metrics
+        self.hub = Hub(writePolicy: configuration.writePolicy, metrics: metrics)
         self.configuration = configuration
         self.logger = logger
     }
@@ -98,7 +104,11 @@ public final class Node: BusReceiver, Sendable {
     }
 
     private func livenessRound(ttl: Duration) async {
-        _ = await probe.run(bus: bus, inboxTopic: inboxTopic, timeout: .seconds(1))
+        if await probe.run(bus: bus, inboxTopic: inboxTopic, timeout: .seconds(1)), let roundTrip = probe.lastRoundTrip {
+            metrics.busRoundTrip.observe(roundTrip)
+        } else {
+            metrics.busProbeFailures.increment()
+        }
         do {
             try await state.heartbeat(nodeID: id, ttl: ttl)
             let reaped = try await state.reapDeadNodes(survivor: id)
@@ -176,7 +186,9 @@ public final class Node: BusReceiver, Sendable {
 
     func clientDisconnected(_ client: Client) async {
         clients.withLock { $0[client.id] = nil }
-        for topic in client.closeAndTakeTopics() {
+        let topics = client.closeAndTakeTopics()
+        metrics.subscriptions.add(-topics.count)
+        for topic in topics {
             hub.remove(client, from: topic)
             bus.unsubscribe(topic: topic)
         }
@@ -210,6 +222,7 @@ public final class Node: BusReceiver, Sendable {
 
     /// Counts a protocol error against the client's budget and closes it (1008) when over.
     public func reportProtocolError(from client: Client) {
+        metrics.protocolErrors.increment()
         if client.recordProtocolError() {
             logger.notice("closing client: too many protocol errors", metadata: ["client": "\(client.id)"])
             client.close(code: CloseCode.policyViolation, reason: "Too many protocol errors")
@@ -224,6 +237,7 @@ public final class Node: BusReceiver, Sendable {
     @discardableResult
     public func subscribe(_ client: Client, to topic: String) async -> Bool {
         guard client.insertTopic(topic) else { return false }
+        metrics.subscriptions.add(1)
         hub.add(client, to: topic)
         await bus.subscribe(topic: topic)
         return true
@@ -233,6 +247,7 @@ public final class Node: BusReceiver, Sendable {
     @discardableResult
     public func unsubscribe(_ client: Client, from topic: String) -> Bool {
         guard client.removeTopic(topic) else { return false }
+        metrics.subscriptions.add(-1)
         hub.remove(client, from: topic)
         bus.unsubscribe(topic: topic)
         return true
@@ -241,7 +256,18 @@ public final class Node: BusReceiver, Sendable {
     /// Publishes an encoded notification envelope to every subscriber of `topic`
     /// everywhere, except `excluding`. Throws `BusError` when the bus cannot take it.
     public func publish(topic: String, envelope: [UInt8], excluding: ClientAddress? = nil) async throws(BusError) {
-        try await bus.publish(topic: topic, payload: NodePublication.topic(envelope: envelope, excluding: excluding))
+        try await publishOnBus(topic: topic, payload: NodePublication.topic(envelope: envelope, excluding: excluding))
+    }
+
+    /// Every publish of the node's own messages goes through here, to be counted.
+    private func publishOnBus(topic: String, payload: ByteBuffer) async throws(BusError) {
+        do throws(BusError) {
+            try await bus.publish(topic: topic, payload: payload)
+            metrics.busPublished.increment()
+        } catch {
+            metrics.busPublishFailures.increment()
+            throw error
+        }
     }
 
     /// Builds `{"service": service, "message": message}` once and publishes it on `topic`
@@ -266,7 +292,7 @@ public final class Node: BusReceiver, Sendable {
         }
         var bytes: [UInt8] = []
         Envelope.encode(service: service, message: message, into: &bytes)
-        try await bus.publish(topic: "node:\(address.nodeID)", payload: NodePublication.inbox(clientID: address.clientID, envelope: bytes))
+        try await publishOnBus(topic: "node:\(address.nodeID)", payload: NodePublication.inbox(clientID: address.clientID, envelope: bytes))
     }
 
     // MARK: BusReceiver
@@ -280,6 +306,7 @@ public final class Node: BusReceiver, Sendable {
             if message.clientID == BusProbe.probeClientID {
                 probe.received(message.envelope)
             } else {
+                metrics.busReceived.increment()
                 localClient(id: message.clientID)?.send(OutboundFrame(payload: message.envelope))
             }
             return
@@ -288,6 +315,7 @@ public final class Node: BusReceiver, Sendable {
             logger.warning("dropping a malformed publication", metadata: ["topic": "\(topic)"])
             return
         }
+        metrics.busReceived.increment()
         var skipped: Client?
         if let excluded = publication.excluding, excluded.nodeID == id {
             skipped = localClient(id: excluded.clientID)

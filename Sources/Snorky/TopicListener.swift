@@ -63,6 +63,7 @@ public final class TopicListener: Sendable {
 /// The transport of a listener's client: what the hub writes is the publication.
 private final class ListenerTransport: Transport {
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let handler: @Sendable ([UInt8]) -> Void
 
     init(eventLoop: any EventLoop, handler: @escaping @Sendable ([UInt8]) -> Void) {

@@ -16,4 +16,23 @@ public protocol Transport: AnyObject, Sendable {
 
     /// Closes the connection with a WebSocket close code. Callable from any thread.
     func close(code: UInt16, reason: String)
+
+    /// The hub's write bookkeeping for this connection (one instance per transport).
+    var writeState: TransportWriteState { get }
+}
+
+/// What the hub's per-loop writer remembers about one connection between batches: whether
+/// it has unflushed frames and when it was last flushed, so a busy connection's frames are
+/// coalesced into fewer writes.
+// @unchecked Sendable invariant: the fields are read and written only on the transport's
+// event loop, by the hub's writer for that loop; other threads only pass the reference on.
+public final class TransportWriteState: @unchecked Sendable {
+    var unflushedBytes = 0
+    var lastFlush = NIODeadline.uptimeNanoseconds(0)
+    /// In the writer's list of connections written in the current batch.
+    var isDirty = false
+    /// In the writer's list of connections waiting for their write delay.
+    var isDeferred = false
+
+    public init() {}
 }

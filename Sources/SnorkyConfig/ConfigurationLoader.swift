@@ -49,14 +49,14 @@ public enum SettingValue: Sendable {
         return value
     }
 
-    func seconds(_ key: String) throws(ConfigurationError) -> Double {
+    func seconds(_ key: String, allowZero: Bool = false) throws(ConfigurationError) -> Double {
         let value: Double?
         switch self {
         case .text(let text): value = Double(text.trimmingSpaces())
         case .toml(let toml): value = toml.doubleValue
         }
-        guard let value, value.isFinite, value > 0 else {
-            throw ConfigurationError("\(key): expected a positive number of seconds")
+        guard let value, value.isFinite, value > 0 || (allowZero && value == 0) else {
+            throw ConfigurationError("\(key): expected a \(allowZero ? "non-negative" : "positive") number of seconds")
         }
         return value
     }
@@ -164,6 +164,10 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.pongTimeout = try value.seconds("pong_timeout")
         },
+        Setting(key: "max_write_delay", summary: "seconds a busy connection's frames may wait to be sent in one write (0 = never wait)") {
+            config, value throws(ConfigurationError) in
+            config.maxWriteDelay = try value.seconds("max_write_delay", allowZero: true)
+        },
         Setting(key: "max_connections", summary: "WebSocket connections per worker (0 = no limit); more: close 4003") {
             config, value throws(ConfigurationError) in
             config.maxConnections = try value.int("max_connections", range: 0...10_000_000)
@@ -206,12 +210,24 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.protocolErrorWindow = try value.seconds("protocol_error_window")
         },
+        Setting(key: "demo", summary: "serve the demo page at / (hands out tokens for any name: trials only)") {
+            config, value throws(ConfigurationError) in
+            config.demo = try value.bool("demo")
+        },
         Setting(key: "log_level", summary: "trace, debug, info, notice, warning, error or critical") {
             config, value throws(ConfigurationError) in
             let level = try value.string("log_level")
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
             guard levels.contains(level) else { throw ConfigurationError("log_level: unknown level \(level)") }
             config.logLevel = level
+        },
+        Setting(key: "log_format", summary: "logfmt or json: one line per event either way") {
+            config, value throws(ConfigurationError) in
+            let format = try value.string("log_format")
+            guard ["logfmt", "json"].contains(format) else {
+                throw ConfigurationError("log_format: expected logfmt or json, got \(format)")
+            }
+            config.logFormat = format
         },
     ]
 

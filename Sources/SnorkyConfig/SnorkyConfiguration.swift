@@ -38,6 +38,9 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     public var pingInterval = 25.0
     /// Seconds a pinged client has to answer before it is closed (4002).
     public var pongTimeout = 10.0
+    /// Seconds a connection flushed recently waits before its next write, so a busy
+    /// connection gets many frames per syscall; 0 writes every batch at once.
+    public var maxWriteDelay = 0.02
     /// WebSocket connections per worker; 0 = no limit. More are closed with 4003.
     public var maxConnections = 0
     /// Requests (messages and pings) per second one connection may send, sustained;
@@ -54,8 +57,12 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     /// Seconds.
     public var protocolErrorWindow = 10.0
     public var logLevel = "info"
+    /// `logfmt` (the default) or `json`: how each log line is written.
+    public var logFormat = "logfmt"
     /// Secret of the HS256 connection tokens (JWT `sub` = identity); nil disables tokens.
     public var tokenSecret: String?
+    /// Serve the demo page at `/`, with connection tokens for any name (trials only).
+    public var demo = false
 
     public init() {}
 

@@ -36,9 +36,13 @@ public final class RedisConnection: Sendable {
 
     public var isActive: Bool { channel.isActive }
 
+    /// Whether a flush is already queued on the loop for the commands written this tick.
+    private let flushQueued: NIOLoopBoundBox<Bool>
+
     init(channel: any Channel, url: RedisURL) {
         self.channel = channel
         self.url = url
+        self.flushQueued = .makeBoxSendingValue(false, eventLoop: channel.eventLoop)
     }
 
     /// Connects, authenticates (if the URL has a password) and selects the database.
@@ -121,13 +125,30 @@ public final class RedisConnection: Sendable {
     }
 
     private func write(_ request: RedisRequest) {
+        if eventLoop.inEventLoop {
+            writeOnLoop(request)
+        } else {
+            eventLoop.execute { self.writeOnLoop(request) }
+        }
+    }
+
+    /// Writes now and flushes once at the end of the loop's current tick, so commands
+    /// issued together (e.g. publications from pipelined backend requests) share one
+    /// syscall.
+    private func writeOnLoop(_ request: RedisRequest) {
         // If the channel is already torn down the handler never sees the request: fail its
         // promises from the write's failure (completing a promise twice is a no-op).
         let written = eventLoop.makePromise(of: Void.self)
         written.futureResult.whenFailure { error in
             request.fail((error as? RedisError) ?? RedisError.connectionClosed)
         }
-        channel.writeAndFlush(request, promise: written)
+        channel.write(request, promise: written)
+        guard !flushQueued.value else { return }
+        flushQueued.value = true
+        eventLoop.execute {
+            self.flushQueued.value = false
+            self.channel.flush()
+        }
     }
 
     /// Closes the connection; outstanding commands fail with `.connectionClosed`.

@@ -12,7 +12,13 @@ final class BackendAPI: Sendable {
     struct Reply: Sendable {
         var status: HTTPResponseStatus
         var body: ByteBuffer
+        var contentType = "application/json"
+        var headers: [(String, String)] = []
     }
+
+    /// Names the worker that answered a `GET /metrics` (its slot): the scrape reports the
+    /// whole node, and this tells which worker's values are live rather than a snapshot.
+    static let metricsWorkerHeader = "X-Snorky-Worker"
 
     static let keyHeader = "X-Backend-Key"
     static let missingKeyMessage =
@@ -23,17 +29,25 @@ final class BackendAPI: Sendable {
     private let timeout: Duration
     private let stats: @Sendable () -> JSON
     private let isAccepting: @Sendable () -> Bool
+    private let exposition: @Sendable () async -> String
+    private let metricsWorker: String
 
     init(
         node: Node, key: String?, timeout: Duration,
-        stats: @escaping @Sendable () -> JSON, isAccepting: @escaping @Sendable () -> Bool
+        stats: @escaping @Sendable () -> JSON, isAccepting: @escaping @Sendable () -> Bool,
+        exposition: @escaping @Sendable () async -> String, metricsWorker: String
     ) {
         self.node = node
         self.key = key.map { Array($0.utf8) }
         self.timeout = timeout
         self.stats = stats
         self.isAccepting = isAccepting
+        self.exposition = exposition
+        self.metricsWorker = metricsWorker
     }
+
+    /// The worker's counters, for the HTTP handler to count backend requests.
+    var metrics: WorkerMetrics { node.metrics }
 
     /// `GET /ready`: 200 while the worker accepts connections and a probe sent through the
     /// bus came back recently; 503 otherwise (draining, or the bus is not delivering).
@@ -42,6 +56,14 @@ final class BackendAPI: Sendable {
         let delivering = node.isBusDelivering
         let body: JSON = ["ready": .bool(accepting && delivering), "accepting": .bool(accepting), "bus": .bool(delivering)]
         return Reply(status: accepting && delivering ? .ok : .serviceUnavailable, body: ByteBuffer(bytes: body.encodedBytes()))
+    }
+
+    /// `GET /metrics`: the node's metrics in Prometheus's text format. No key: like
+    /// `/health` and `/ready` it reveals counts only, and scrapers rarely send headers.
+    func metricsReply() async -> Reply {
+        Reply(
+            status: .ok, body: ByteBuffer(string: await exposition()), contentType: PrometheusText.contentType,
+            headers: [(Self.metricsWorkerHeader, metricsWorker)])
     }
 
     /// `GET /stats`: this worker's counters, so operators and tests can see how
@@ -124,6 +146,7 @@ func constantTimeEqual(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
 /// A transport whose first message becomes the HTTP response body.
 final class BackendReplyTransport: Transport {
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let promise: EventLoopPromise<ByteBuffer>
     private let completed = Atomic<Bool>(false)
 

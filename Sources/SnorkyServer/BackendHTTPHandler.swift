@@ -2,7 +2,8 @@ import NIOCore
 import NIOHTTP1
 import SnorkyProtocol
 
-/// HTTP/1.1 front of the backend port: `POST /backend` and `GET /health`.
+/// HTTP/1.1 front of the backend port: `POST /backend`, `GET /health`, `/ready`, `/metrics`
+/// and `/stats`.
 /// Bodies are capped while they arrive (413, then the connection is closed since the rest
 /// of the body will not be read); the pipelining handler in front of it keeps one request
 /// in flight per connection.
@@ -76,6 +77,16 @@ final class BackendHTTPHandler: ChannelInboundHandler {
             var reply = BackendAPI.error(.methodNotAllowed, "Method not allowed: use POST")
             reply.status = .methodNotAllowed
             respond(context: context, head: head, reply: reply, close: false, extraHeaders: [("Allow", "POST")])
+        case ("/metrics", .GET), ("/metrics", .HEAD):
+            let eventLoop = context.eventLoop
+            let api = self.api
+            let context = NIOLoopBound(context, eventLoop: eventLoop)
+            let handler = NIOLoopBound(self, eventLoop: eventLoop)
+            eventLoop.makeFutureWithTask {
+                await api.metricsReply()
+            }.whenSuccess { reply in
+                handler.value.respond(context: context.value, head: head, reply: reply, close: false)
+            }
         case ("/stats", .GET):
             let reply = api.statsReply(presentedKey: head.headers.first(name: BackendAPI.keyHeader))
             respond(context: context, head: head, reply: reply, close: false)
@@ -97,10 +108,11 @@ final class BackendHTTPHandler: ChannelInboundHandler {
         extraHeaders: [(String, String)] = []
     ) {
         let keepAlive = head.isKeepAlive && !close
+        if requestPath(head.uri) == "/backend" { api.metrics.backendRequests.record(Int(reply.status.code)) }
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.readableBytes))
-        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
+        for (name, value) in reply.headers + extraHeaders { headers.add(name: name, value: value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
         if head.method != .HEAD {

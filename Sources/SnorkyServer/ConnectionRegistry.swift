@@ -14,10 +14,10 @@ final class ConnectionRegistry: Sendable {
         var transports: [ObjectIdentifier: ChannelTransport] = [:]
         /// Accepted TCP connections (upgraded or not) that are still open.
         var openSockets = 0
+        /// WebSocket connections opened since the start, refused ones included (for metrics).
+        var registered = 0
         var drainCode: DrainCode?
         var emptyWaiters: [CheckedContinuation<Void, Never>] = []
-        /// Closes this worker decided on (not echoes of a client's close), by close code.
-        var closesByCode: [UInt16: Int] = [:]
 
         var isEmpty: Bool { transports.isEmpty && openSockets == 0 }
     }
@@ -27,6 +27,11 @@ final class ConnectionRegistry: Sendable {
     /// Open WebSocket connections.
     var count: Int {
         state.withLock { $0.transports.count }
+    }
+
+    /// WebSocket connections opened since the worker started, refused ones included.
+    var openedCount: Int {
+        state.withLock { $0.registered }
     }
 
     /// True once a drain started.
@@ -57,6 +62,7 @@ final class ConnectionRegistry: Sendable {
     /// answered) before being sent elsewhere.
     func add(_ transport: ChannelTransport, limit: Int = 0) -> Bool {
         let (admitted, drain) = state.withLock { state -> (Bool, DrainCode?) in
+            state.registered += 1
             if limit > 0, state.transports.count >= limit { return (false, nil) }
             state.transports[ObjectIdentifier(transport)] = transport
             return (true, state.drainCode)
@@ -76,16 +82,6 @@ final class ConnectionRegistry: Sendable {
             return Self.takeWaitersIfEmpty(&state)
         }
         for waiter in waiters { waiter.resume() }
-    }
-
-    /// Counts a close the worker decided on, for `GET /stats`.
-    func recordClose(code: UInt16) {
-        state.withLock { $0.closesByCode[code, default: 0] += 1 }
-    }
-
-    /// How many connections the worker closed, by close code, since it started.
-    var closesByCode: [UInt16: Int] {
-        state.withLock { $0.closesByCode }
     }
 
     private static func takeWaitersIfEmpty(_ state: inout State) -> [CheckedContinuation<Void, Never>] {

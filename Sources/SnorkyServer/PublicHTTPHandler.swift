@@ -2,21 +2,17 @@ import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 
-/// Answers plain HTTP requests on the public port (anything that is not a WebSocket
-/// upgrade to the endpoint path) with a short text response.
+/// Answers plain HTTP requests on the public port (anything that is not an accepted
+/// WebSocket upgrade) with what `PublicRoutes` decides.
 final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let webSocketPath: String
-    private let identities: ConnectionIdentity
-    private let isOriginAllowed: @Sendable ([String]) -> Bool
+    private let routes: PublicRoutes
     private var requestHead: HTTPRequestHead?
 
-    init(webSocketPath: String, identities: ConnectionIdentity, isOriginAllowed: @escaping @Sendable ([String]) -> Bool) {
-        self.webSocketPath = webSocketPath
-        self.identities = identities
-        self.isOriginAllowed = isOriginAllowed
+    init(routes: PublicRoutes) {
+        self.routes = routes
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -28,16 +24,7 @@ final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head = requestHead else { return }
             requestHead = nil
-            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-            if path == webSocketPath, !isOriginAllowed(head.headers["Origin"]) {
-                respond(context: context, head: head, status: .forbidden, body: "Origin not allowed\n")
-            } else if path == webSocketPath, case .refused(let reason) = identities.resolve(uri: head.uri) {
-                respond(context: context, head: head, status: .unauthorized, body: reason + "\n")
-            } else if path == webSocketPath {
-                respond(context: context, head: head, status: .upgradeRequired, body: "Use a WebSocket connection.\n")
-            } else {
-                respond(context: context, head: head, status: .notFound, body: "Not found.\n")
-            }
+            respond(context: context, head: head, response: routes.respond(to: head))
         }
     }
 
@@ -48,14 +35,15 @@ final class PublicHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, body: String) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "text/plain; charset=utf-8")
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, response: PublicResponse) {
+        var headers = HTTPHeaders(response.headers)
         let keepAlive = head.isKeepAlive
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
+        // The encoder refuses a body after HEAD; a 304 has none.
+        if head.method != .HEAD, response.status != .notModified, !response.body.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
+        }
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
             if !keepAlive { channel.close(promise: nil) }

@@ -45,10 +45,17 @@ public struct ServerConfiguration: Sendable {
     /// A request without `Origin` (a non-browser client) is always allowed.
     public var allowedOrigins: [String]?
 
+    /// Serve the demo page at `/` and demo connection tokens at `/demo/token` (any visitor
+    /// gets a token for any name: for trying Snorky out only). The client is served at
+    /// `/snorky.js` and `/snorky.mjs` either way.
+    public var demo = false
+
     /// Extra fields this worker reports in `GET /stats` (e.g. its slot and pid).
     public var statsLabels: [String: String] = [:]
     /// Verifies the `token` URL parameter; nil when no token secret is configured.
     public var tokens: ConnectionTokens?
+    /// How this worker reports on `GET /metrics`.
+    public var metrics = MetricsConfiguration()
 
     public init() {}
 }

@@ -24,6 +24,7 @@ public final class SnorkyServer: Sendable {
     private let connections = ConnectionRegistry()
     private let serverChannels = Mutex<[any Channel]>([])
     private let backendAPI: BackendAPI
+    private let metrics: WorkerMetricsExporter
 
     public init(configuration: ServerConfiguration, node: Node, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
@@ -31,6 +32,8 @@ public final class SnorkyServer: Sendable {
         self.group = group
         self.logger = logger
         let connections = self.connections
+        let metrics = WorkerMetricsExporter(node: node, connections: connections, configuration: configuration.metrics, logger: logger)
+        self.metrics = metrics
         self.backendAPI = BackendAPI(
             node: node, key: configuration.backendKey, timeout: configuration.backendTimeout,
             stats: {
@@ -38,8 +41,6 @@ public final class SnorkyServer: Sendable {
                     "node": .string(node.id),
                     "connections": .int(Int64(connections.count)),
                     "topics": .int(Int64(node.hub.topicCount)),
-                    "closes": .object(JSONObject(
-                        connections.closesByCode.sorted { $0.key < $1.key }.map { (String($0.key), .int(Int64($0.value))) })),
                 ]
                 for (key, value) in configuration.statsLabels.sorted(by: { $0.key < $1.key }) {
                     stats[key] = .string(value)
@@ -49,7 +50,8 @@ public final class SnorkyServer: Sendable {
                 }
                 return .object(stats)
             },
-            isAccepting: { !connections.isDraining })
+            isAccepting: { !connections.isDraining },
+            exposition: { await metrics.exposition() }, metricsWorker: configuration.metrics.worker)
     }
 
     /// Open WebSocket connections on this worker.
@@ -63,29 +65,42 @@ public final class SnorkyServer: Sendable {
         if configuration.backendKey == nil {
             logger.warning("no backend key configured: the backend API refuses every request; set --backend-key or SNORKY_BACKEND_KEY")
         }
+        if configuration.demo {
+            logger.warning("demo mode: the page at / hands out a connection token for any name; never enable it where identities matter")
+        }
         if configuration.allowedOrigins == nil {
             logger.warning("no allowed origins configured: any web page may open WebSocket connections; set allowed_origins or SNORKY_ALLOWED_ORIGINS")
         }
         let publicChannel = try await open(
             publicListener ?? .bind(host: configuration.host, port: configuration.port),
-            bootstrap: publicBootstrap()
+            bootstrap: publicBootstrap(), backlog: Self.publicBacklog
         )
         let backendChannel = try await open(
             backendListener ?? .bind(host: configuration.backendHost, port: configuration.backendPort),
-            bootstrap: backendBootstrap()
+            bootstrap: backendBootstrap(), backlog: Self.backendBacklog
         )
         serverChannels.withLock { $0 = [publicChannel, backendChannel] }
+        await metrics.startPublishing()
         return (publicChannel.localAddress!, backendChannel.localAddress!)
     }
 
-    private func open(_ listener: Listener, bootstrap: ServerBootstrap) async throws -> any Channel {
+    private func open(_ listener: Listener, bootstrap: ServerBootstrap, backlog: Int32) async throws -> any Channel {
         switch listener {
         case .bind(let host, let port):
-            try await bootstrap.bind(host: host, port: port).get()
+            return try await bootstrap.bind(host: host, port: port).get()
         case .inherited(let descriptor):
-            try await bootstrap.withBoundSocket(descriptor).get()
+            let channel = try await bootstrap.withBoundSocket(descriptor).get()
+            // Adopting a socket, NIO listens again with its default backlog of 128, before
+            // the backlog option applies. With 128, a burst of connections (a reconnect
+            // storm after a deploy) overflows the accept queue and clients wait a second
+            // for their SYN to be retried: listen again with ours.
+            _ = listen(descriptor, backlog)
+            return channel
         }
     }
+
+    static let publicBacklog: Int32 = 4096
+    static let backendBacklog: Int32 = 1024
 
     /// Stops accepting new connections; existing ones are untouched.
     public func stopAccepting() async {
@@ -101,6 +116,7 @@ public final class SnorkyServer: Sendable {
     /// Graceful drain: stop accepting, ask every client to reconnect elsewhere (1001) in
     /// batches spread over `drainSpread`, and wait up to the drain timeout for them to go.
     public func drain() async {
+        metrics.stopPublishing()
         await stopAccepting()
         connections.closeAll(
             code: CloseCode.goingAway, reason: "Server shutting down",
@@ -115,7 +131,7 @@ public final class SnorkyServer: Sendable {
         let node = self.node
         let connections = self.connections
         return ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.backlog, value: Self.publicBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
@@ -185,14 +201,17 @@ public final class SnorkyServer: Sendable {
                 }
             )
         )
-        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(webSocketPath: path, identities: identities, isOriginAllowed: configuration.isOriginAllowed), name: httpHandlerName)
+        let routes = PublicRoutes(
+            webSocketPath: path, identities: identities, isOriginAllowed: configuration.isOriginAllowed,
+            demo: configuration.demo)
+        try channel.pipeline.syncOperations.addHandler(PublicHTTPHandler(routes: routes), name: httpHandlerName)
     }
 
     private func backendBootstrap() -> ServerBootstrap {
         let api = backendAPI
         let maxBodySize = configuration.backendMaxBodySize
         return ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.backlog, value: Self.backendBacklog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
@@ -230,3 +249,7 @@ final class AcceptedConnectionCounter: ChannelInboundHandler {
         context.fireChannelRead(data)
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

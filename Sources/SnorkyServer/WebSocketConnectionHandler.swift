@@ -35,6 +35,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var isClosing = false
     /// nil when the request rate is not limited.
     private var rateLimiter: RequestRateLimiter?
+    /// Frames written since the last flush, sent as one buffer.
+    private var unflushed = UnflushedFrames()
 
     /// Per-connection limits, from `ServerConfiguration`.
     struct Policy {
@@ -111,6 +113,21 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         context.fireChannelInactive()
     }
 
+    /// Breaks the reference cycles of a finished connection: the transport holds this
+    /// handler and this handler holds the transport and the contexts (which hold the
+    /// pipeline and the channel). Without this every connection, channel and all, stays in
+    /// memory for the life of the worker. A transport that a service still holds now
+    /// writes nowhere (`write`, `flush` and `close` need `rawContext`).
+    func handlerRemoved(context: ChannelHandlerContext) {
+        isClosing = true
+        keepaliveTimer?.cancel()
+        keepaliveTimer = nil
+        transport = nil
+        client = nil
+        self.context = nil
+        rawContext = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         heardFromPeer = true
@@ -142,6 +159,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         case .binary:
             close(code: CloseCode.unsupportedData, reason: "Binary frames are not supported")
         case .ping:
+            flush()
             rawContext?.writeAndFlush(
                 wrapOutboundOut(WebSocketWire.pongFrame(payload: frame.unmaskedData, allocator: context.channel.allocator)),
                 promise: nil
@@ -184,15 +202,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func write(_ frame: OutboundFrame) {
         guard !isClosing, let rawContext else { return }
-        rawContext.write(wrapOutboundOut(frame.wire), promise: nil)
+        unflushed.append(frame.wire, allocator: rawContext.channel.allocator)
     }
 
     func flush() {
-        rawContext?.flush()
+        guard let rawContext, let bytes = unflushed.take() else { return }
+        rawContext.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
     }
 
-    /// Closes the connection with `code`, counted in the worker's stats as a close Snorky
-    /// decided on.
+    /// Closes the connection with `code`, counted in the worker's metrics as a close the
+    /// server decided on.
     func close(code: UInt16, reason: String) {
         startClose(code: code, reason: reason, initiatedHere: true)
     }
@@ -207,8 +226,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// never answers is cut then, so a closing connection cannot hold its buffers forever.
     private func startClose(code: UInt16, reason: String, initiatedHere: Bool) {
         guard !isClosing, let rawContext else { return }
+        flush()  // frames already handed to this connection go out before the close
         isClosing = true
-        if initiatedHere { connections.recordClose(code: code) }
+        if initiatedHere { node.metrics.closes.record(Int(code)) }
         let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: rawContext.channel.allocator)
         let channel = rawContext.channel
         rawContext.writeAndFlush(wrapOutboundOut(frame)).whenComplete { result in
@@ -227,9 +247,51 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     static let closeGracePeriod = TimeAmount.seconds(2)
 }
 
+/// The frames written to one connection since its last flush. One frame is kept as the
+/// shared, pre-framed buffer of its publication; a second one starts a private buffer that
+/// collects them all, so a flush hands the socket a single buffer however many frames
+/// coalesced (no per-frame trip through the channel's pending-writes queue).
+package struct UnflushedFrames {
+    private enum State {
+        case empty
+        case one(ByteBuffer)
+        case many(ByteBuffer)
+    }
+
+    private var state = State.empty
+
+    package init() {}
+
+    package mutating func append(_ wire: ByteBuffer, allocator: ByteBufferAllocator) {
+        switch state {
+        case .empty:
+            state = .one(wire)
+        case .one(let first):
+            var buffer = allocator.buffer(capacity: max(first.readableBytes + wire.readableBytes, 1024))
+            buffer.writeImmutableBuffer(first)
+            buffer.writeImmutableBuffer(wire)
+            state = .many(buffer)
+        case .many(var buffer):
+            state = .empty  // keep `buffer` uniquely referenced while it grows
+            buffer.writeImmutableBuffer(wire)
+            state = .many(buffer)
+        }
+    }
+
+    /// Everything written so far, leaving nothing behind.
+    package mutating func take() -> ByteBuffer? {
+        defer { state = .empty }
+        switch state {
+        case .empty: return nil
+        case .one(let buffer), .many(let buffer): return buffer
+        }
+    }
+}
+
 /// The `Transport` services see: a Sendable handle that forwards to the handler on its loop.
 final class ChannelTransport: Transport {
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let handler: NIOLoopBound<WebSocketConnectionHandler>
 
     init(handler: NIOLoopBound<WebSocketConnectionHandler>, eventLoop: any EventLoop) {

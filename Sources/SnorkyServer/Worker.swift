@@ -10,10 +10,15 @@ public import SnorkyServices
 public final class Worker: Sendable {
     public let node: Node
     public let server: SnorkyServer
-    private let group: MultiThreadedEventLoopGroup
+    private let group: any EventLoopGroup
+    /// Whether `shutdown()` stops the event loops: false for a group the caller owns (the
+    /// process-wide singleton, which cannot be shut down).
+    private let ownsGroup: Bool
     private let logger: Logger
 
     /// - Parameters:
+    ///   - eventLoopGroup: the loops to run on; nil creates `threads` loops owned (and shut
+    ///     down) by the worker.
     ///   - makeBus: builds the bus on the worker's event loops (so bus deliveries and client
     ///     writes share threads).
     ///   - registerServices: adds services to the node; defaults to the built-ins.
@@ -22,12 +27,15 @@ public final class Worker: Sendable {
         server configuration: ServerConfiguration,
         node nodeConfiguration: NodeConfiguration = NodeConfiguration(),
         threads: Int = 1,
+        eventLoopGroup: (any EventLoopGroup)? = nil,
         logger: Logger,
         makeBus: (any EventLoopGroup) throws -> any Bus,
         makeState: (any EventLoopGroup) throws -> any ClusterState = { _ in InMemoryClusterState() },
         registerServices: (Node) -> Void = { BuiltinServices.register(on: $0) }
     ) rethrows {
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let group = eventLoopGroup ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        self.group = group
+        self.ownsGroup = eventLoopGroup == nil
         self.logger = logger
         let bus: any Bus
         let state: any ClusterState
@@ -35,7 +43,7 @@ public final class Worker: Sendable {
             bus = try makeBus(group)
             state = try makeState(group)
         } catch {
-            try? group.syncShutdownGracefully()
+            if eventLoopGroup == nil { try? group.syncShutdownGracefully() }
             throw error
         }
         self.node = Node(id: id, bus: bus, state: state, configuration: nodeConfiguration, logger: logger)
@@ -72,6 +80,6 @@ public final class Worker: Sendable {
     public func shutdown() async {
         await server.drain()
         await node.shutdown()
-        try? await group.shutdownGracefully()
+        if ownsGroup { try? await group.shutdownGracefully() }
     }
 }

@@ -19,6 +19,12 @@ public struct DataSyncOptions: Sendable {
 
     public init() {}
 
+    /// The keys the `[datasync]` section accepts, one per case of `apply(configuration:)`;
+    /// the example config (deploy/snorky.toml) is tested to document each.
+    public static let sectionKeys = ["subscription_ttl", "max_buffered_deltas", "dealers"]
+    /// The keys of one `[[datasync.dealers]]` table.
+    public static let dealerKeys = ["name", "model", "kind", "key"]
+
     public mutating func add(_ dealer: any Dealer) throws(DuplicateDealer) {
         try dealers.add(dealer)
     }
@@ -92,7 +98,8 @@ public struct DataSyncOptions: Sendable {
                 }
             default:
                 throw ConfigurationError(
-                    "datasync: unknown setting '\(key)' (expected subscription_ttl, max_buffered_deltas or dealers)")
+                    "datasync: unknown setting '\(key)' (expected "
+                        + Self.sectionKeys.dropLast().joined(separator: ", ") + " or \(Self.sectionKeys.last!))")
             }
         }
     }
@@ -116,8 +123,8 @@ public struct DataSyncOptions: Sendable {
             throw ConfigurationError("\(context): missing 'kind' (broadcast, simple or filter)")
         }
         let key = try string("key")
-        for other in table.keys where !["name", "model", "kind", "key"].contains(other) {
-            throw ConfigurationError("\(context): unknown key '\(other)' (expected name, model, kind, key)")
+        for other in table.keys where !dealerKeys.contains(other) {
+            throw ConfigurationError("\(context): unknown key '\(other)' (expected \(dealerKeys.joined(separator: ", ")))")
         }
         switch kind {
         case "simple":

@@ -43,7 +43,11 @@ public final class Supervisor: Sendable {
     public init(configuration: SupervisorConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        let snapshot = SupervisorSnapshot(workerPIDs: Array(repeating: nil, count: max(configuration.workerCount, 0)))
+        let slots = max(configuration.workerCount, 0)
+        let snapshot = SupervisorSnapshot(
+            workerPIDs: Array(repeating: nil, count: slots),
+            workerRestarts: Array(repeating: 0, count: slots),
+            workerReady: Array(repeating: false, count: slots))
         state = Mutex(State(snapshot: snapshot))
         (events, input) = AsyncStream.makeStream(of: SupervisorEvent.self)
     }
@@ -57,6 +61,17 @@ public final class Supervisor: Sendable {
     /// for a restart). During a reload, a retiring worker is no longer listed.
     public var workerPIDs: [Int32?] {
         state.withLock { $0.snapshot.workerPIDs }
+    }
+
+    /// Per slot: how many times a worker was started to replace one that died
+    /// (unexpected exits; a reload's replacements are not counted).
+    public var workerRestarts: [Int] {
+        state.withLock { $0.snapshot.workerRestarts }
+    }
+
+    /// Per slot: whether its current worker has reported ready.
+    public var workerReady: [Bool] {
+        state.withLock { $0.snapshot.workerReady }
     }
 
     /// `unix:///…/redis.sock` while the embedded redis-server runs; nil otherwise.
@@ -161,6 +176,7 @@ public final class Supervisor: Sendable {
         let sockets = state.withLock { state in
             state.lifecycle = .finished
             state.snapshot.workerPIDs = state.snapshot.workerPIDs.map { _ in nil }
+            state.snapshot.workerReady = state.snapshot.workerReady.map { _ in false }
             state.snapshot.redisPID = nil
             state.snapshot.redisURL = nil
             // Under the lock, so no request slips in between the check in `send` and here.

@@ -87,6 +87,7 @@ extension SupervisorCore {
         case StatusPipe.ready:
             guard !worker.ready else { return }
             workers[pid]?.ready = true
+            publishState()
             logger.info("worker ready", metadata: metadata)
             if reload?.step == .startingNew(pid) {
                 await replacementReady()

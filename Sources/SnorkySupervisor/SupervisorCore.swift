@@ -6,6 +6,10 @@ import Logging
 /// What the public `Supervisor` shows of the running state.
 struct SupervisorSnapshot: Sendable {
     var workerPIDs: [Int32?]
+    /// Per slot: workers started to replace one that died.
+    var workerRestarts: [Int]
+    /// Per slot: whether its current worker reported ready.
+    var workerReady: [Bool]
     var redisURL: String?
     var redisPID: Int32?
 }
@@ -28,6 +32,8 @@ final class SupervisorCore {
         var tracker: RestartTracker<ContinuousClock.Instant>
         /// Identifies the latest scheduled restart so older timers are ignored.
         var restartToken = 0
+        /// Workers started to replace one that died (for metrics).
+        var restarts = 0
     }
 
     enum Phase {
@@ -154,6 +160,7 @@ final class SupervisorCore {
             }
         case .restartDue(let slot, let token):
             guard phase != .draining, slots[slot].restartToken == token, slots[slot].current == nil else { return }
+            slots[slot].restarts += 1
             await spawnWorker(slot: slot)
         case .readinessDeadline(let pid):
             await readinessDeadlinePassed(pid: pid)
@@ -210,6 +217,8 @@ final class SupervisorCore {
     func publishState() {
         publish(SupervisorSnapshot(
             workerPIDs: slots.map(\.current),
+            workerRestarts: slots.map(\.restarts),
+            workerReady: slots.map { slot in slot.current.flatMap { workers[$0]?.ready } ?? false },
             redisURL: redis.flatMap { $0.pid != nil ? $0.plan.url : nil },
             redisPID: redis?.pid
         ))

@@ -33,14 +33,64 @@ public enum HTTPTestClient {
         httpHeaders.replaceOrAdd(name: "Connection", value: "close")
         let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: httpHeaders)
 
-        let (channel, response): (any Channel, EventLoopFuture<HTTPResponseRecorder.Result>)
+        let responses = try await exchange(
+            host: host, port: port, requests: [(head, body)], timeout: timeout, on: group)
+        return responses[0]
+    }
+
+    /// One request of a pipelined batch.
+    public struct PipelinedRequest: Sendable {
+        public var method: String
+        public var path: String
+        public var headers: [(String, String)]
+        public var body: [UInt8]
+
+        public init(method: String = "POST", path: String, headers: [(String, String)] = [], body: String = "") {
+            self.method = method
+            self.path = path
+            self.headers = headers
+            self.body = Array(body.utf8)
+        }
+    }
+
+    /// Sends every request on one keep-alive connection in a single write (HTTP/1.1
+    /// pipelining) and returns the responses in the order they arrived.
+    public static func pipelined(
+        host: String,
+        port: Int,
+        requests: [PipelinedRequest],
+        timeout: Duration = .seconds(10),
+        on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> [Response] {
+        let batch = requests.map { request in
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: "\(host):\(port)")
+            for (name, value) in request.headers { headers.add(name: name, value: value) }
+            headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
+            let head = HTTPRequestHead(
+                version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers)
+            return (head, request.body)
+        }
+        return try await exchange(host: host, port: port, requests: batch, timeout: timeout, on: group)
+    }
+
+    private static func exchange(
+        host: String,
+        port: Int,
+        requests: [(HTTPRequestHead, [UInt8])],
+        timeout: Duration,
+        on group: any EventLoopGroup
+    ) async throws -> [Response] {
+        let (channel, response): (any Channel, EventLoopFuture<[HTTPResponseRecorder.Result]>)
+        let method = requests.first?.0.method.rawValue ?? "?"
+        let path = requests.first?.0.uri ?? "?"
         do {
             (channel, response) = try await ClientBootstrap(group: group)
                 .connectTimeout(TimeAmount(timeout))
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        let recorder = HTTPResponseRecorder(promise: channel.eventLoop.makePromise())
+                        let recorder = HTTPResponseRecorder(expected: requests.count, promise: channel.eventLoop.makePromise())
                         try channel.pipeline.syncOperations.addHandler(recorder)
                         return (channel, recorder.promise.futureResult)
                     }
@@ -50,15 +100,18 @@ public enum HTTPTestClient {
         }
         defer { channel.close(promise: nil) }
 
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        if !body.isEmpty {
-            channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+        for (head, body) in requests {
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if !body.isEmpty {
+                channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+            }
+            channel.write(HTTPClientRequestPart.end(nil), promise: nil)
         }
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        channel.flush()
 
         do {
-            let result = try await response.get(timeout: timeout, closing: channel)
-            return (result.status, result.headers, result.body)
+            let results = try await response.get(timeout: timeout, closing: channel)
+            return results.map { ($0.status, $0.headers, $0.body) }
         } catch is ChannelOperationTimedOut {
             throw HTTPTestClientError.timedOut(method: method, path: path, after: timeout)
         } catch {
@@ -109,7 +162,7 @@ public enum HTTPTestClientError: Error, Sendable, Equatable, CustomStringConvert
     }
 }
 
-/// Accumulates one response and completes the promise at its end.
+/// Accumulates `expected` responses and completes the promise at the end of the last one.
 private final class HTTPResponseRecorder: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 
@@ -119,12 +172,15 @@ private final class HTTPResponseRecorder: ChannelInboundHandler {
         var body: String
     }
 
-    let promise: EventLoopPromise<Result>
+    let promise: EventLoopPromise<[Result]>
+    private let expected: Int
+    private var results: [Result] = []
     private var head: HTTPResponseHead?
     private var body: [UInt8] = []
     private var completed = false
 
-    init(promise: EventLoopPromise<Result>) {
+    init(expected: Int, promise: EventLoopPromise<[Result]>) {
+        self.expected = expected
         self.promise = promise
     }
 
@@ -137,10 +193,13 @@ private final class HTTPResponseRecorder: ChannelInboundHandler {
             body += buffer.readableBytesView
         case .end:
             guard let head else { return }
-            complete(.success(Result(
+            results.append(Result(
                 status: Int(head.status.code),
                 headers: head.headers.map { ($0.name, $0.value) },
-                body: String(decoding: body, as: UTF8.self))))
+                body: String(decoding: body, as: UTF8.self)))
+            self.head = nil
+            body = []
+            if results.count == expected { complete(.success(results)) }
         }
     }
 
@@ -159,7 +218,7 @@ private final class HTTPResponseRecorder: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func complete(_ result: Swift.Result<Result, any Error>) {
+    private func complete(_ result: Swift.Result<[Result], any Error>) {
         guard !completed else { return }
         completed = true
         promise.completeWith(result)

@@ -1,14 +1,14 @@
 import Logging
 import SnorkyConfig
+import SnorkyServer
 
 enum LoggingSetup {
-    /// One line per event on standard error, at the configured level.
-    static func bootstrap(level: String, role: String) -> Logger {
+    /// One line per event on standard error (logfmt or JSON), at the configured level.
+    static func bootstrap(level: String, format: String, role: String) -> Logger {
         let logLevel = Logger.Level(rawValue: level) ?? .info
+        let lineFormat = LogLineFormatter.Format(rawValue: format) ?? .logfmt
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = logLevel
-            return handler
+            StructuredLogHandler(label: label, format: lineFormat, level: logLevel)
         }
         var logger = Logger(label: "snorky")
         logger[metadataKey: "role"] = "\(role)"

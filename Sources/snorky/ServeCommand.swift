@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import Snorky
 import SnorkyConfig
+import SnorkyServer
 import SnorkySupervisor
 
 struct ServeCommand: AsyncParsableCommand {
@@ -13,14 +14,25 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: ServerOptions
 
     func run() async throws {
-        let configuration = try options.load()
+        var configuration = try options.load()
         let logger = LoggingSetup.bootstrap(
-            level: configuration.logLevel, role: configuration.bus == .memory ? "worker" : "supervisor")
+            level: configuration.logLevel, format: configuration.logFormat,
+            role: configuration.bus == .memory ? "worker" : "supervisor")
+        // The demo page needs identities (chat and cursors require one): without a
+        // configured secret, demo tokens are signed with one made for this run.
+        var demoEnvironment: [String: String] = [:]
+        if configuration.demo, configuration.tokenSecret == nil {
+            let secret = DemoSecret.make()
+            configuration.tokenSecret = secret
+            demoEnvironment["SNORKY_TOKEN_SECRET"] = secret
+            logger.info("demo mode: connection tokens are signed with a secret made for this run")
+        }
 
         if configuration.bus == .memory {
             guard configuration.resolvedWorkers == 1 else {
                 throw ValidationError("--bus memory runs a single in-process worker: pass --workers 1 as well")
             }
+            WorkerRunner.adoptEventLoopsAsExecutor(threads: configuration.threads)
             try await WorkerRunner.run(
                 configuration: configuration,
                 publicListener: nil,
@@ -36,6 +48,16 @@ struct ServeCommand: AsyncParsableCommand {
         // Fail here, before any worker starts, on a bad [datasync] section.
         _ = try WorkerRunner.dataSyncOptions(fileText: options.configFileText(), fileName: options.config)
         let forwarded = options.forwardedToWorkers
+        // Where the workers leave their metrics for the one that answers a scrape.
+        let metricsDirectory: MetricsDirectory
+        do {
+            metricsDirectory = try MetricsDirectory.create()
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        defer { metricsDirectory.remove() }
+        var workerEnvironment = forwarded.environment.merging(demoEnvironment) { configured, _ in configured }
+        workerEnvironment[MetricsDirectory.environmentVariable] = metricsDirectory.path
         let supervisor = Supervisor(
             configuration: SupervisorConfiguration(
                 workerCount: configuration.resolvedWorkers,
@@ -44,7 +66,7 @@ struct ServeCommand: AsyncParsableCommand {
                     ListenerSpec(name: "backend", host: configuration.backendHost, port: configuration.backendPort),
                 ],
                 workerArguments: ["worker"] + forwarded.arguments,
-                workerEnvironment: forwarded.environment,
+                workerEnvironment: workerEnvironment,
                 shutdownTimeout: .seconds(configuration.drainTimeout + 5),
                 embeddedRedis: configuration.redis == nil ? EmbeddedRedisConfiguration() : nil
             ),
@@ -55,9 +77,48 @@ struct ServeCommand: AsyncParsableCommand {
         }
         _ = try supervisor.bind()
         supervisor.installSignalHandlers()
-        let status = try await supervisor.run()
+        let metricsWriter = Task { await Self.writeSupervisorMetrics(of: supervisor, to: metricsDirectory, logger: logger) }
+        let status: Int32
+        do {
+            status = try await supervisor.run()
+        } catch {
+            metricsWriter.cancel()
+            await metricsWriter.value
+            throw error
+        }
+        // Stopped before the directory goes, so no write lands in it afterwards.
+        metricsWriter.cancel()
+        await metricsWriter.value
         if status != 0 {
             throw ExitCode(status)
         }
+    }
+
+    /// Keeps the supervisor's snapshot (restarts and readiness per slot) current in the
+    /// metrics directory, once a second, until cancelled.
+    static func writeSupervisorMetrics(of supervisor: Supervisor, to directory: MetricsDirectory, logger: Logger) async {
+        var reportedFailure = false
+        while !Task.isCancelled {
+            let snapshot = SupervisorMetrics.snapshot(restarts: supervisor.workerRestarts, ready: supervisor.workerReady)
+            do {
+                try directory.write(snapshot, as: MetricsDirectory.supervisorFile)
+                reportedFailure = false
+            } catch {
+                if !reportedFailure { logger.warning("cannot write the metrics snapshot", metadata: ["error": "\(error)"]) }
+                reportedFailure = true
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+}
+
+/// A random token secret for a demo run that was given none.
+enum DemoSecret {
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
     }
 }

@@ -63,6 +63,15 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
 
+    @Option(help: "Log format: logfmt (default) or json, one line per event.")
+    var logFormat: String?
+
+    @Flag(help: "Serve the demo page at / (chat, feed, shared cursors); it hands out tokens for any name, so only for trials.")
+    var demo = false
+
+    /// Settings given as a bare flag (`--demo`): forwarded to workers without a value.
+    static let switches: Set<String> = ["demo"]
+
     /// The flag values keyed by setting name, as given.
     var flagValues: [String: String] {
         let pairs: [(String, String?)] = [
@@ -71,7 +80,8 @@ struct ServerOptions: ParsableArguments {
             ("redis", redis), ("redis_prefix", redisPrefix), ("client_publish", clientPublish),
             ("max_frame_size", maxFrameSize), ("allowed_origins", allowedOrigins),
             ("max_subscriptions", maxSubscriptions), ("max_requests_per_second", maxRequestsPerSecond),
-            ("request_burst", requestBurst), ("log_level", logLevel),
+            ("request_burst", requestBurst), ("log_level", logLevel), ("log_format", logFormat),
+            ("demo", demo ? "true" : nil),
         ]
         return Dictionary(uniqueKeysWithValues: pairs.compactMap { key, value in value.map { (key, $0) } })
     }
@@ -109,7 +119,9 @@ struct ServerOptions: ParsableArguments {
         if let config { arguments += ["--config", config] }
         for setting in ConfigurationLoader.settings {
             guard let value = flagValues[setting.key] else { continue }
-            if setting.isSecret {
+            if Self.switches.contains(setting.key) {
+                arguments.append(setting.flag)
+            } else if setting.isSecret {
                 environment[setting.environmentVariable] = value
             } else {
                 arguments += [setting.flag, value]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import Snorky
 import SnorkyConfig
@@ -21,7 +22,8 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         environment.dieWithSupervisor()
         let configuration = try options.load()
-        var logger = LoggingSetup.bootstrap(level: configuration.logLevel, role: "worker")
+        WorkerRunner.adoptEventLoopsAsExecutor(threads: configuration.threads)
+        var logger = LoggingSetup.bootstrap(level: configuration.logLevel, format: configuration.logFormat, role: "worker")
         logger[metadataKey: "slot"] = "\(environment.slot)"
         guard environment.listenFDs.count == 2 else {
             throw ValidationError("expected 2 inherited sockets, got \(environment.listenFDs.count)")
@@ -41,8 +43,19 @@ struct WorkerCommand: AsyncParsableCommand {
             logger: logger,
             dataSync: dataSync,
             statsLabels: ["slot": "\(environment.slot)"],
+            metrics: Self.metricsConfiguration(slot: environment.slot),
             onReady: { environment.reportReady() },
             onDraining: { environment.reportDraining() }
         )
+    }
+
+    /// Labelled with the slot; with the node's metrics directory when the supervisor made one.
+    static func metricsConfiguration(slot: Int) -> MetricsConfiguration {
+        var metrics = MetricsConfiguration()
+        metrics.worker = "\(slot)"
+        if let path = ProcessInfo.processInfo.environment[MetricsDirectory.environmentVariable], !path.isEmpty {
+            metrics.directory = MetricsDirectory(path: path)
+        }
+        return metrics
     }
 }

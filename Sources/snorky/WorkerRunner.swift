@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import NIOCore
+import NIOPosix
 import Snorky
 import SnorkyConfig
 import SnorkyServer
@@ -18,6 +19,7 @@ enum WorkerRunner {
         logger: Logger,
         dataSync: DataSyncOptions,
         statsLabels: [String: String] = [:],
+        metrics: MetricsConfiguration = MetricsConfiguration(),
         onReady: () -> Void = {},
         onDraining: () -> Void = {}
     ) async throws {
@@ -27,11 +29,12 @@ enum WorkerRunner {
         options.dataSync = dataSync
         var server = serverConfiguration(configuration)
         server.statsLabels = statsLabels.merging(["pid": "\(getpid())"]) { first, _ in first }
+        server.metrics = metrics
         let worker = try Worker(
             id: nodeID(),
             server: server,
             node: nodeConfiguration(configuration),
-            threads: configuration.threads,
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
             makeBus: makeBus,
             makeState: makeState,
@@ -49,6 +52,17 @@ enum WorkerRunner {
         await worker.shutdown()
         await dataSync.store?.shutdown()
         logger.info("worker stopped")
+    }
+
+    /// Makes the worker's event loops the process's Swift concurrency executor, with
+    /// `threads` loops. Services, backend requests and bus calls are async code; on the
+    /// default cooperative pool every await between them and the sockets would hop threads
+    /// (a futex wake-up and a context switch each). Sharing the loops keeps a request on
+    /// one thread from the socket read to the reply. Call once, before anything touches
+    /// `MultiThreadedEventLoopGroup.singleton`.
+    static func adoptEventLoopsAsExecutor(threads: Int) {
+        NIOSingletons.groupLoopCountSuggestion = max(1, threads)
+        _ = NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     }
 
     static func serverConfiguration(_ configuration: SnorkyConfiguration) -> ServerConfiguration {
@@ -71,6 +85,7 @@ enum WorkerRunner {
         server.maxRequestsPerSecond = configuration.maxRequestsPerSecond
         server.requestBurst = configuration.requestBurst
         server.allowedOrigins = configuration.allowedOrigins
+        server.demo = configuration.demo
         return server
     }
 
@@ -91,6 +106,7 @@ enum WorkerRunner {
             window: .seconds(configuration.protocolErrorWindow)
         )
         node.maxSubscriptionsPerClient = configuration.maxSubscriptions
+        node.writePolicy.maxWriteDelay = .nanoseconds(Int64(configuration.maxWriteDelay * 1e9))
         return node
     }
 

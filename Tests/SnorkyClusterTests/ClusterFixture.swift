@@ -14,13 +14,20 @@ import Testing
 // MARK: - Log records
 
 /// One line of the cluster's output (supervisor and workers share its stderr), parsed from
-/// swift-log's `StreamLogHandler` format:
-/// `<timestamp> <level> snorky: key=value key=value [Module] message`.
+/// Snorky's structured lines: logfmt (`ts=… level=info role=worker slot=0 pid=123 msg="…"
+/// key=value`) or, with `--log-format json`, one JSON object of strings per line. A line in
+/// neither form (redis-server's own output) keeps its text as the message, with no level
+/// or metadata.
 struct LogRecord: Sendable, CustomStringConvertible {
+    enum Format: Sendable { case logfmt, json }
+
     var text: String
     var level: String
     var message: String
+    /// Every field but `ts`, `level` and `msg`.
     var metadata: [String: String]
+    /// How the line parsed; nil when it is not a structured line.
+    var format: Format?
 
     var description: String { text }
     var role: String? { metadata["role"] }
@@ -33,36 +40,30 @@ struct LogRecord: Sendable, CustomStringConvertible {
         level = ""
         message = text
         metadata = [:]
-        guard let label = text.range(of: " snorky:") else { return }
-        level = text[..<label.lowerBound].split(separator: " ").last.map(String.init) ?? ""
-        let rest = text[label.upperBound...]
-        guard let source = Self.sourceMarker(in: rest) else { return }
-        message = String(rest[source.upperBound...])
-        // Values may contain spaces ("status=signal 9 (SIGKILL)"): a token without "="
-        // continues the previous value.
-        var lastKey: String?
-        for token in rest[..<source.lowerBound].split(separator: " ") {
-            if let equals = token.firstIndex(of: "="), token.startIndex != equals {
-                let key = String(token[..<equals])
-                metadata[key] = String(token[token.index(after: equals)...])
-                lastKey = key
-            } else if let key = lastKey {
-                metadata[key, default: ""] += " " + token
+        var fields: [(key: String, value: String)]
+        if text.hasPrefix("{") {
+            guard let object = (try? JSON.parse(text))?.objectValue else { return }
+            fields = []
+            for (key, value) in object {
+                fields.append((key, value.stringValue ?? value.encodedString()))
             }
+            format = .json
+        } else {
+            guard let line = try? LogfmtLine(parsing: text) else { return }
+            fields = line.fields
+            format = .logfmt
         }
-    }
-
-    /// The range of the first " [Module] " (letters, digits, underscores) in `text`.
-    private static func sourceMarker(in text: Substring) -> Range<String.Index>? {
-        var searchStart = text.startIndex
-        while let open = text[searchStart...].range(of: " [") {
-            let name = text[open.upperBound...].prefix { $0.isLetter || $0.isNumber || $0 == "_" }
-            if !name.isEmpty, text[name.endIndex...].hasPrefix("] ") {
-                return open.lowerBound..<text.index(name.endIndex, offsetBy: 2)
-            }
-            searchStart = open.upperBound
+        guard let level = fields.first(where: { $0.key == "level" })?.value,
+            let message = fields.first(where: { $0.key == "msg" })?.value
+        else {
+            format = nil
+            return
         }
-        return nil
+        self.level = level
+        self.message = message
+        for (key, value) in fields where !["ts", "level", "msg"].contains(key) {
+            metadata[key] = value
+        }
     }
 }
 
@@ -377,8 +378,20 @@ final class SnorkyCluster: Sendable {
 
     /// One `GET /stats`, answered by whichever worker the kernel hands the connection to.
     func statsOnce() async throws -> WorkerStats {
+        try await Self.statsOnce(host: host, port: backendPort, backendKey: Self.backendKey)
+    }
+
+    /// Every slot's stats. Each request is a new connection, which SO_REUSEPORT hashes to a
+    /// slot's socket by its source port, so asking often enough reaches every worker.
+    /// Call it while the counts are settled.
+    func stats(requests: Int = 400) async throws -> [Int: WorkerStats] {
+        try await Self.stats(host: host, port: backendPort, backendKey: Self.backendKey, workers: workers, requests: requests)
+    }
+
+    /// One `GET /stats` on any node's backend port.
+    static func statsOnce(host: String, port: Int, backendKey: String) async throws -> WorkerStats {
         let response = try await HTTPTestClient.get(
-            host: host, port: backendPort, path: "/stats", headers: [("X-Backend-Key", Self.backendKey)], timeout: .seconds(5))
+            host: host, port: port, path: "/stats", headers: [("X-Backend-Key", backendKey)], timeout: .seconds(5))
         guard response.status == 200 else { throw ClusterFixtureError("GET /stats: \(response.status) \(response.body)") }
         let json = try JSON.parse(response.body)
         guard let slot = json["slot"]?.stringValue.flatMap({ Int($0) }),
@@ -390,17 +403,34 @@ final class SnorkyCluster: Sendable {
         return WorkerStats(slot: slot, pid: pid, node: node, connections: Int(connections), topics: Int(topics))
     }
 
-    /// Every slot's stats. Each request is a new connection, which SO_REUSEPORT hashes to a
-    /// slot's socket by its source port, so asking often enough reaches every worker.
-    /// Call it while the counts are settled.
-    func stats(requests: Int = 400) async throws -> [Int: WorkerStats] {
+    /// The stats of each of a node's `workers` slots, asking until every slot answered.
+    static func stats(host: String, port: Int, backendKey: String, workers: Int, requests: Int = 400) async throws -> [Int: WorkerStats] {
         var seen: [Int: WorkerStats] = [:]
         for _ in 0..<requests {
-            let stats = try await statsOnce()
+            let stats = try await statsOnce(host: host, port: port, backendKey: backendKey)
             seen[stats.slot] = stats
             if seen.count == workers { return seen }
         }
         throw ClusterFixtureError("only slots \(seen.keys.sorted()) answered /stats in \(requests) requests: \(seen)")
+    }
+
+    // MARK: Metrics
+
+    /// One `GET /metrics` (no key), answered by whichever worker gets the connection,
+    /// checked by the strict reader; returns the exposition, its text, and the slot of the
+    /// worker that answered (whose values are live; the others' come from their snapshots).
+    func metricsOnce() async throws -> (exposition: PrometheusExposition, text: String, answeredBy: Int) {
+        let response = try await HTTPTestClient.request(
+            method: "GET", host: host, port: backendPort, path: "/metrics", timeout: .seconds(5))
+        guard response.status == 200 else { throw ClusterFixtureError("GET /metrics: \(response.status) \(response.body)") }
+        let contentType = response.headers.first { $0.0.lowercased() == "content-type" }?.1
+        guard contentType == "text/plain; version=0.0.4; charset=utf-8" else {
+            throw ClusterFixtureError("GET /metrics: Content-Type \(contentType ?? "(none)")")
+        }
+        guard let answeredBy = response.headers.first(where: { $0.0.lowercased() == "x-snorky-worker" }).flatMap({ Int($0.1) }) else {
+            throw ClusterFixtureError("GET /metrics: no X-Snorky-Worker header")
+        }
+        return (try PrometheusExposition(parsing: response.body), response.body, answeredBy)
     }
 
     /// `stats()` summed over the workers.

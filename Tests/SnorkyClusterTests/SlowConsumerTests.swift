@@ -69,10 +69,12 @@ struct SlowConsumerTests {
             try await nonReader.subscribe(channel)
             try await nonReader.pauseReading()
 
+            var publishers: [WebSocketTestClient] = []
+            for _ in 0..<Self.publishers { publishers.append(try await cluster.connect()) }
+
             let baselineRSS = try residentKiB(worker.pid)
             let peakRSS = try await withThrowingTaskGroup(of: Int.self) { group in
-                for publisher in 0..<Self.publishers {
-                    let client = try await cluster.connect()
+                for (publisher, client) in publishers.enumerated() {
                     group.addTask {
                         try await self.publish(
                             as: publisher, channel: channel, from: client, checkpoints: checkpoints[publisher],
@@ -93,15 +95,23 @@ struct SlowConsumerTests {
 
             // The worker closed one connection, the non-reader, as a slow consumer, and
             // dropped it (and its buffers) within the closing grace period.
-            let stats = try await rawStats(cluster)
-            #expect(stats["closes"] == ["4001": 1], "closes by code: \(stats)")
-            // (The publishers' connections closed when their tasks ended.)
-            try await eventually(timeout: .seconds(15), "the worker drops the non-reader") {
-                try await rawStats(cluster)["connections"]?.int64Value == Int64(Self.readers)
+            let (metrics, text, _) = try await cluster.metricsOnce()
+            let closes = metrics.samples("snorky_connection_closes_total", ["worker": "0"]).filter { $0.value > 0 }
+            #expect(closes.map(\.labels) == [["worker": "0", "reason": "slow_consumer"]], "\(text)")
+            #expect(closes.map(\.value) == [1])
+            let lastCount = Locked<Int64?>(nil)
+            do {
+                try await eventually(timeout: .seconds(15), "the worker drops the non-reader") {
+                    let count = try await rawStats(cluster)["connections"]?.int64Value
+                    lastCount.withLock { $0 = count }
+                    return count == Int64(Self.readers + Self.publishers)
+                }
+            } catch {
+                throw ClusterFixtureError("\(error): the worker has \(lastCount.value.map(String.init) ?? "?") connections")
             }
             try await nonReader.resumeReading()
             try await nonReader.waitForDisconnect()
-            for reader in readers { #expect(reader.client.isConnected) }
+            for client in readers.map(\.client) + publishers { #expect(client.isConnected) }
 
             // 5 million deliveries, 1.4 GB: a worker that kept delivered frames, or queued
             // without bound, would grow by far more than this.

@@ -68,3 +68,20 @@ struct LimitSettingsTests {
         #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(fileText: "allowed_origins = [1]") }
     }
 }
+
+@Suite("Configuration: demo")
+struct DemoSettingTests {
+    @Test("demo is off by default; on from the file, SNORKY_DEMO or --demo")
+    func demo() throws {
+        #expect(try ConfigurationLoader.load().demo == false)
+        #expect(try ConfigurationLoader.load(fileText: "demo = true").demo == true)
+        #expect(try ConfigurationLoader.load(environment: ["SNORKY_DEMO": "1"]).demo == true)
+        #expect(try ConfigurationLoader.load(fileText: "demo = true", environment: ["SNORKY_DEMO": "false"]).demo == false)
+        #expect(try ConfigurationLoader.load(environment: ["SNORKY_DEMO": "no"], flags: ["demo": "true"]).demo == true)
+        #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(fileText: #"demo = "maybe""#) }
+        let setting = try #require(ConfigurationLoader.settings.first { $0.key == "demo" })
+        #expect(setting.flag == "--demo")
+        #expect(setting.environmentVariable == "SNORKY_DEMO")
+        #expect(!setting.isSecret)
+    }
+}

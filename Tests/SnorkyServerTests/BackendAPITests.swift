@@ -232,3 +232,45 @@ struct BackendAPITests {
         await live.shutdown()
     }
 }
+
+@Suite("Live worker: pipelined backend requests")
+struct BackendPipeliningTests {
+    @Test("publications pipelined on one connection reach subscribers in request order")
+    func pipelinedPublicationsStayOrdered() async throws {
+        let live = try await LiveWorker.start()
+        let subscriber = try await live.connect()
+        _ = try await subscriber.request("pubsub", "subscribe", ["channel": "c"], callId: 1)
+        let count = 50
+        let requests = (0..<count).map { index in
+            HTTPTestClient.PipelinedRequest(
+                path: "/backend",
+                headers: [("Content-Type", "application/json"), ("X-Backend-Key", LiveWorker.backendKey)],
+                body: #"{"service":"pubsub_backend","message":{"command":"publish","params":{"channel":"c","message":\#(index)},"callId":\#(index)}}"#)
+        }
+        let responses = try await HTTPTestClient.pipelined(host: "127.0.0.1", port: live.backendPort, requests: requests)
+        #expect(responses.map(\.status) == Array(repeating: 200, count: count))
+        var received: [Int64] = []
+        for _ in 0..<count {
+            received.append(try #require(try await subscriber.nextJSON()["message"]?["message"]?.int64Value))
+        }
+        #expect(received == (0..<Int64(count)).map { $0 })
+        await live.shutdown()
+    }
+
+    @Test("a pipelined batch mixing endpoints and errors is answered in order")
+    func mixedBatch() async throws {
+        let live = try await LiveWorker.start()
+        let key = [("X-Backend-Key", LiveWorker.backendKey)]
+        let requests: [HTTPTestClient.PipelinedRequest] = [
+            .init(path: "/backend", headers: key, body: publishBody),
+            .init(method: "GET", path: "/health"),
+            .init(path: "/backend", headers: key, body: "not json"),
+            .init(method: "GET", path: "/nowhere"),
+            .init(path: "/backend", headers: [], body: publishBody),
+            .init(path: "/backend", headers: key, body: publishBody),
+        ]
+        let responses = try await HTTPTestClient.pipelined(host: "127.0.0.1", port: live.backendPort, requests: requests)
+        #expect(responses.map(\.status) == [200, 200, 400, 404, 401, 200])
+        await live.shutdown()
+    }
+}

@@ -63,17 +63,13 @@ struct LiveWorker {
             host: "127.0.0.1", port: backendPort, path: "/backend", headers: allHeaders, body: body, timeout: timeout)
     }
 
-    /// `GET /stats` on the backend port, decoded.
-    func stats() async throws -> JSON {
-        let response = try await HTTPTestClient.get(
-            host: "127.0.0.1", port: backendPort, path: "/stats", headers: [("X-Backend-Key", LiveWorker.backendKey)])
-        try #require(response.status == 200, "GET /stats: \(response.status) \(response.body)")
-        return try JSON.parse(response.body)
-    }
-
-    /// How many connections the worker closed with `code`, from `GET /stats`.
-    func closes(_ code: UInt16) async throws -> Int64 {
-        try await stats()["closes"]?[String(code)]?.int64Value ?? 0
+    /// How many connections the worker closed for `reason` (`snorky_connection_closes_total`
+    /// of `GET /metrics`, e.g. `rate_limited`).
+    func closes(_ reason: String) async throws -> Double? {
+        let response = try await HTTPTestClient.get(host: "127.0.0.1", port: backendPort, path: "/metrics")
+        try #require(response.status == 200, "GET /metrics: \(response.status) \(response.body)")
+        return try PrometheusExposition(parsing: response.body)
+            .value("snorky_connection_closes_total", ["worker": "0", "reason": reason])
     }
 
     func shutdown() async {

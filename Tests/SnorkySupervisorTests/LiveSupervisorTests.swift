@@ -68,6 +68,8 @@ struct LiveSupervisorTests {
             #expect(ready.metadata["pid"] == "\(replacement)")
             #expect(replacement != victim)
             #expect(cluster.supervisor.workerPIDs[0] == before[0])
+            #expect(cluster.supervisor.workerRestarts == [0, 1], "one restart, counted for slot 1")
+            #expect(cluster.supervisor.workerReady == [true, true])
             #expect(results.contains { $0.success?.pid == replacement })
             #expect(cluster.logs.records("restarting worker in 50ms").first?.metadata["slot"] == "1")
             #expect(!processExists(victim))
@@ -89,6 +91,8 @@ struct LiveSupervisorTests {
             let after = cluster.supervisor.workerPIDs.compactMap { $0 }
             #expect(after.count == 4)
             #expect(Set(after).isDisjoint(with: before), "every slot gets a new worker")
+            #expect(cluster.supervisor.workerRestarts == [0, 0, 0, 0], "a reload's replacements are not restarts")
+            #expect(cluster.supervisor.workerReady == [true, true, true, true])
             let served = Set(results.compactMap { $0.success?.pid })
             #expect(!served.isDisjoint(with: before), "the load began before the reload")
             #expect(!served.isDisjoint(with: after), "and went on after it")
@@ -113,6 +117,7 @@ struct LiveSupervisorTests {
         let pids = cluster.supervisor.workerPIDs.compactMap { $0 }
         let port = cluster.port
         #expect(pids.count == 3)
+        #expect(cluster.supervisor.workerReady == [true, true, true])
 
         #expect(await cluster.stop() == 0)
 
@@ -123,6 +128,7 @@ struct LiveSupervisorTests {
         #expect(exits.allSatisfy { $0.metadata["status"] == "exit 0" })
         #expect(pids.allSatisfy { !processExists($0) })
         #expect(cluster.supervisor.workerPIDs.allSatisfy { $0 == nil })
+        #expect(cluster.supervisor.workerReady == [false, false, false])
         #expect(TestClient.fetch(port: port).failure == .connect(errno: ECONNREFUSED), "sockets closed")
         await cluster.supervisor.shutdown()  // idempotent, returns at once
     }

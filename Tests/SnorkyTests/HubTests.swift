@@ -7,11 +7,20 @@ import SnorkyProtocol
 import Synchronization
 import Testing
 
-/// Records writes and flushes, for checking how the hub batches. Read it only after a
-/// barrier on its loop (`drain(loop)`), never concurrently with writes.
+/// Records writes, flushes and closes, for checking how the hub batches. Read it only after
+/// a barrier on its loop (`drain(loop)`) or `waitForFlushes`, never concurrently with writes.
 private final class CountingTransport: Transport {
     let eventLoop: any EventLoop
-    private let state = Mutex<(payloads: [String], flushes: Int, unflushed: Int)>(([], 0, 0))
+    let writeState = TransportWriteState()
+    private struct State {
+        var payloads: [String] = []
+        var flushes = 0
+        var unflushed = 0
+        /// "flush" and "close CODE" in the order they happened, writes as their payload.
+        var events: [String] = []
+        var flushWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+    private let state = Mutex(State())
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -21,24 +30,46 @@ private final class CountingTransport: Transport {
         eventLoop.preconditionInEventLoop()
         state.withLock {
             $0.payloads.append(frame.payloadString)
+            $0.events.append(frame.payloadString)
             $0.unflushed += 1
         }
     }
 
     func flush() {
         eventLoop.preconditionInEventLoop()
-        state.withLock {
-            $0.flushes += 1
-            $0.unflushed = 0
+        let ready = state.withLock { state in
+            state.flushes += 1
+            state.unflushed = 0
+            state.events.append("flush")
+            let flushes = state.flushes
+            let ready = state.flushWaiters.filter { $0.count <= flushes }.map(\.continuation)
+            state.flushWaiters.removeAll { $0.count <= flushes }
+            return ready
         }
+        for continuation in ready { continuation.resume() }
     }
 
-    func close(code: UInt16, reason: String) {}
+    func close(code: UInt16, reason: String) {
+        state.withLock { $0.events.append("close \(code)") }
+    }
 
     var payloads: [String] { state.withLock { $0.payloads } }
     var flushes: Int { state.withLock { $0.flushes } }
+    var events: [String] { state.withLock { $0.events } }
     /// Writes never followed by a flush would sit in the socket buffer forever.
     var unflushed: Int { state.withLock { $0.unflushed } }
+
+    /// Returns once the transport has been flushed `count` times in all.
+    func waitForFlushes(_ count: Int) async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state in
+                if state.flushes >= count { return true }
+                state.flushWaiters.append((count, continuation))
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
 }
 
 /// Holds an event loop busy until released, so work queued for it piles up.
@@ -206,7 +237,7 @@ struct HubTests {
     func concurrentDeliveries() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
         let node = makeNode()
-        let hub = Hub()
+        let hub = Hub(writePolicy: .immediate)
         let transports = (0..<12).map { _ in CountingTransport(eventLoop: group.next()) }
         for transport in transports {
             hub.add(node.makeClient(transport: transport), to: "t")
@@ -321,6 +352,81 @@ struct HubTests {
 
         #expect(transport.payloads == ["notification 1", "response", "notification 2"])
         try await group.shutdownGracefully()
+    }
+}
+
+extension HubTests {
+    @Suite("Hub: coalescing writes to busy connections", .timeLimit(.minutes(1)))
+    struct WriteCoalescing {
+        /// One subscriber of "t" on a hub with `policy`, on a loop of its own.
+        private static func setUp(_ policy: WritePolicy) -> (MultiThreadedEventLoopGroup, Hub, Client, CountingTransport) {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let hub = Hub(writePolicy: policy)
+            let transport = CountingTransport(eventLoop: group.next())
+            let client = makeNode().makeClient(transport: transport)
+            hub.add(client, to: "t")
+            return (group, hub, client, transport)
+        }
+
+        @Test("a connection that was quiet is written at once")
+        func quietConnectionIsFlushedAtOnce() async throws {
+            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600)))
+            hub.deliver(topic: "t", payload: payload("1"))
+            try await drain(group.next())
+            #expect(transport.events == ["1", "flush"])
+            try await group.shutdownGracefully()
+        }
+
+        @Test("frames for a connection flushed moments ago wait and go out together, after the delay")
+        func busyConnectionIsCoalesced() async throws {
+            // Long enough that the three deliveries below surely land within it, even on a
+            // loaded machine; the test waits it out once.
+            let delay = TimeAmount.seconds(3)
+            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: delay))
+            let loop = group.next()
+            let start = NIODeadline.now()  // the first flush happens after this
+            hub.deliver(topic: "t", payload: payload("1"))
+            try await drain(loop)
+            for text in ["2", "3", "4"] {
+                hub.deliver(topic: "t", payload: payload(text))
+                try await drain(loop)
+            }
+            #expect(transport.flushes == 1)
+
+            await transport.waitForFlushes(2)
+            #expect(NIODeadline.now() - start >= delay)
+            #expect(transport.events == ["1", "flush", "2", "3", "4", "flush"])
+            try await group.shutdownGracefully()
+        }
+
+        @Test("past the byte threshold a busy connection is flushed without waiting")
+        func thresholdFlushesEarly() async throws {
+            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600), flushThreshold: 100))
+            let loop = group.next()
+            hub.deliver(topic: "t", payload: payload("1"))
+            try await drain(loop)
+            hub.deliver(topic: "t", payload: payload("2"))
+            try await drain(loop)
+            #expect(transport.flushes == 1)
+            let large = String(repeating: "x", count: 150)
+            hub.deliver(topic: "t", payload: payload(large))
+            try await drain(loop)
+            #expect(transport.events == ["1", "flush", "2", large, "flush"])
+            try await group.shutdownGracefully()
+        }
+
+        @Test("a close sends the frames still waiting before it")
+        func closeSendsWaitingFramesFirst() async throws {
+            let (group, hub, client, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600)))
+            let loop = group.next()
+            hub.deliver(topic: "t", payload: payload("1"))
+            try await drain(loop)
+            hub.deliver(topic: "t", payload: payload("2"))
+            hub.close(client, code: 1001, reason: "Going away")
+            try await drain(loop)
+            #expect(transport.events == ["1", "flush", "2", "flush", "close 1001"])
+            try await group.shutdownGracefully()
+        }
     }
 }
 

@@ -231,6 +231,7 @@ private final class Gate: Sendable {
 /// written after it. Records writes and the close in the order the loop saw them.
 private final class LoopClosingTransport: Transport {
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let state = Mutex<(log: [String], closed: Bool)>(([], false))
 
     init(eventLoop: any EventLoop) {

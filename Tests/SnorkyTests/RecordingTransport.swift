@@ -36,6 +36,7 @@ final class RecordingTransport: Transport {
     }
 
     let eventLoop: any EventLoop
+    let writeState = TransportWriteState()
     private let state = Mutex(State())
 
     init(eventLoop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()) {
