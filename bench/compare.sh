@@ -57,20 +57,9 @@ die() { say "error: $*"; exit 1; }
 # group id and stopping it takes its workers along. Only these pids are ever signalled.
 STARTED_PIDS=()
 
-stop_group() {  # stop_group PID [grace seconds]
-    local pid=$1 grace=${2:-15}
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq $((grace * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "pid $pid did not stop in ${grace}s; killing its group"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=../scripts/lib/stop-process.sh
+source "$ROOT/scripts/lib/stop-process.sh"
+stop_group() { stop_process "$1" "${2:-15}" "pid $1" group; }  # stop_group PID [grace seconds]
 
 cleanup() {
     local status=$?

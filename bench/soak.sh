@@ -60,20 +60,9 @@ die() { say "error: $*"; exit 1; }
 # it takes its children along; only these pids are ever signalled.
 STARTED_PIDS=()
 
-stop_group() {  # stop_group PID GRACE-SECONDS
-    local pid=$1 grace=$2
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq $((grace * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "pid $pid did not stop within ${grace} s; killing its group"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=../scripts/lib/stop-process.sh
+source "$ROOT/scripts/lib/stop-process.sh"
+stop_group() { stop_process "$1" "$2" "pid $1"; }  # stop_group PID GRACE-SECONDS
 
 cleanup() {
     local status=$? index

@@ -91,19 +91,10 @@ start_child() {  # start_child NAME COMMAND...; the child's output goes to STATE
     echo $! >"$STATE_DIR/$name.pid"
 }
 
+# shellcheck source=../scripts/lib/stop-process.sh
+source "$ROOT/scripts/lib/stop-process.sh"
 stop_child() {  # stop_child INDEX GRACE-SECONDS
-    local pid=${CHILD_PIDS[$1]} name=${CHILD_NAMES[$1]} grace=$2
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq $((grace * 10))); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        say "$name (pid $pid) did not stop within ${grace} s; killing its process group"
-        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_process "${CHILD_PIDS[$1]}" "$2" "${CHILD_NAMES[$1]} (pid ${CHILD_PIDS[$1]})"
 }
 
 cleanup() {
