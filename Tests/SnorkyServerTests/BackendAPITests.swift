@@ -192,7 +192,8 @@ struct BackendAPITests {
     @Test("a service that never answers gets a 504 after backendTimeout; the worker keeps serving")
     func gatewayTimeout() async throws {
         let live = try await LiveWorker.start(
-            configure: { $0.backendTimeout = .milliseconds(300) },
+            // Long enough that the publish after the 504 is answered in time on a loaded machine.
+            configure: { $0.backendTimeout = .seconds(1) },
             registerServices: { node in
                 BuiltinServices.register(on: node)
                 node.registerBackend(SilentService())
@@ -202,8 +203,8 @@ struct BackendAPITests {
         let elapsed = ContinuousClock.now - started
         #expect(response.status == 504)
         #expect(try errorBody(response) != nil)
-        #expect(elapsed >= .milliseconds(300))
-        #expect(elapsed < .seconds(5))
+        #expect(elapsed >= .seconds(1))
+        #expect(elapsed < .seconds(10))
         #expect(try await live.backend(publishBody).status == 200)
         await live.shutdown()
     }
