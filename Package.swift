@@ -169,7 +169,7 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "SnorkyProtocolTests", dependencies: ["SnorkyProtocol"], swiftSettings: strict),
+        .testTarget(name: "SnorkyProtocolTests", dependencies: ["SnorkyProtocol", "SnorkyTesting"], swiftSettings: strict),
         .testTarget(
             name: "SnorkyTests",
             dependencies: [

@@ -5,23 +5,6 @@ import SnorkyServer
 import SnorkyTesting
 import Testing
 
-/// SplitMix64: deterministic for a seed, so a failing run reproduces.
-private struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// One hostile input, and what the server must do with it.
 private enum FuzzFrame {
     /// A text frame whose bytes are valid UTF-8 and at most the maximum: the server must
