@@ -22,16 +22,8 @@ public enum HTTPTestClient {
         timeout: Duration = .seconds(10),
         on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> Response {
-        var httpHeaders = HTTPHeaders()
-        if !headers.contains(where: { $0.0.lowercased() == "host" }) {
-            httpHeaders.add(name: "Host", value: "\(host):\(port)")
-        }
-        for (name, value) in headers where name.lowercased() != "content-length" {
-            httpHeaders.add(name: name, value: value)
-        }
-        httpHeaders.replaceOrAdd(name: "Content-Length", value: String(body.count))
-        httpHeaders.replaceOrAdd(name: "Connection", value: "close")
-        let head = HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: httpHeaders)
+        var head = requestHead(method: method, path: path, headers: headers, bodyLength: body.count, host: host, port: port)
+        head.headers.replaceOrAdd(name: "Connection", value: "close")
 
         let responses = try await exchange(
             host: host, port: port, requests: [(head, body)], timeout: timeout, on: group)
@@ -63,15 +55,28 @@ public enum HTTPTestClient {
         on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> [Response] {
         let batch = requests.map { request in
-            var headers = HTTPHeaders()
-            headers.add(name: "Host", value: "\(host):\(port)")
-            for (name, value) in request.headers { headers.add(name: name, value: value) }
-            headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
-            let head = HTTPRequestHead(
-                version: .http1_1, method: HTTPMethod(rawValue: request.method), uri: request.path, headers: headers)
+            let head = requestHead(
+                method: request.method, path: request.path, headers: request.headers, bodyLength: request.body.count,
+                host: host, port: port)
             return (head, request.body)
         }
         return try await exchange(host: host, port: port, requests: batch, timeout: timeout, on: group)
+    }
+
+    /// An HTTP/1.1 request head with `headers`, a `Host` header unless given, and
+    /// `Content-Length` always (computed from the body, replacing any given).
+    private static func requestHead(
+        method: String, path: String, headers: [(String, String)], bodyLength: Int, host: String, port: Int
+    ) -> HTTPRequestHead {
+        var httpHeaders = HTTPHeaders()
+        if !headers.contains(where: { $0.0.lowercased() == "host" }) {
+            httpHeaders.add(name: "Host", value: "\(host):\(port)")
+        }
+        for (name, value) in headers where name.lowercased() != "content-length" {
+            httpHeaders.add(name: name, value: value)
+        }
+        httpHeaders.replaceOrAdd(name: "Content-Length", value: String(bodyLength))
+        return HTTPRequestHead(version: .http1_1, method: HTTPMethod(rawValue: method), uri: path, headers: httpHeaders)
     }
 
     private static func exchange(
