@@ -18,12 +18,22 @@ public protocol Service: AnyObject, Sendable {
     /// node; send the notifications its owners could not (e.g. chat `left`). Called on one
     /// surviving node only.
     func stateReaped(_ reaped: ReapedState) async
+
+    /// Whether requests pipelined on one backend HTTP connection may be handled at the same
+    /// time (their replies are still written in request order). Say yes only when handling
+    /// never suspends before it has done everything whose order matters: calls start in
+    /// request order on the connection's event loop, so they then get that far in order.
+    /// `pubsub_backend` qualifies (nothing suspends before the publication is handed to the
+    /// bus), which is what lets a backend publish thousands of messages a second on one
+    /// connection. Default false: each call waits until the one before it is answered.
+    var runsPipelinedBackendRequestsConcurrently: Bool { get }
 }
 
 extension Service {
     public func clientConnected(_ client: Client) async {}
     public func clientDisconnected(_ client: Client) async {}
     public func stateReaped(_ reaped: ReapedState) async {}
+    public var runsPipelinedBackendRequestsConcurrently: Bool { false }
 
     /// Sends `message` to `client` on this service.
     public func send(_ message: JSON, to client: Client) {

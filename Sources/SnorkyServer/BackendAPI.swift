@@ -83,39 +83,64 @@ final class BackendAPI: Sendable {
         return nil
     }
 
-    func handle(presentedKey: String?, body: ByteBuffer, eventLoop: any EventLoop) async -> Reply {
-        if let refusal = checkKey(presentedKey) { return refusal }
+    /// A backend request after the synchronous checks: either already answered (bad key,
+    /// bad envelope, unknown service) or a call to make.
+    enum Prepared {
+        case answered(Reply)
+        case call(Call)
+    }
+
+    struct Call {
+        let service: any Service
+        let message: JSON
+        /// See `Service.runsPipelinedBackendRequestsConcurrently`.
+        var runsConcurrently: Bool { service.runsPipelinedBackendRequestsConcurrently }
+    }
+
+    func prepare(presentedKey: String?, body: ByteBuffer) -> Prepared {
+        if let refusal = checkKey(presentedKey) { return .answered(refusal) }
         let envelope: Envelope
         do {
             envelope = try Envelope.decode(body.readableBytesView, maxDepth: node.configuration.maxJSONDepth)
         } catch {
-            return Self.error(.badRequest, error.message)
+            return .answered(Self.error(.badRequest, error.message))
         }
         guard let service = node.backendService(named: envelope.service) else {
-            return Self.error(.notFound, ProtocolErrorMessage.unknownService)
+            return .answered(Self.error(.notFound, ProtocolErrorMessage.unknownService))
         }
+        return .call(Call(service: service, message: envelope.message))
+    }
 
+    /// Runs `call` in a task on `executor` (the connection's event loop, so calls started in
+    /// order run in order up to their first suspension). The reply is the service's first
+    /// message; the HTTP handler owns the timeout and abandons a call that missed it.
+    func start(_ call: Call, eventLoop: any EventLoop, executor: EventLoopTaskExecutor) -> BackendReplyTransport {
         let transport = BackendReplyTransport(eventLoop: eventLoop)
         let client = node.makeClient(transport: transport)
-        let timeoutTask = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
-            transport.fail(BackendTimeout())
-        }
-        Task { await service.handle(message: envelope.message, from: client) }
-        do {
-            let payload = try await transport.reply.get()
-            timeoutTask.cancel()
-            return Reply(status: Self.status(of: payload), body: payload)
-        } catch {
-            node.logger.warning(
-                "backend request timed out", metadata: ["service": "\(envelope.service)", "timeout": "\(timeout)"])
-            return Self.error(.gatewayTimeout, "Timeout: the service did not answer within \(timeout)")
-        }
+        let service = call.service
+        let message = call.message
+        Task(executorPreference: executor) { await service.handle(message: message, from: client) }
+        return transport
     }
+
+    static func reply(to payload: ByteBuffer) -> Reply {
+        Reply(status: status(of: payload), body: payload)
+    }
+
+    /// The 504 for a request not answered within the timeout; `what` names its service.
+    func timedOut(what: String) -> Reply {
+        node.logger.warning("backend request timed out", metadata: ["service": "\(what)", "timeout": "\(timeout)"])
+        return Self.error(.gatewayTimeout, "Timeout: the service did not answer within \(timeout)")
+    }
+
+    var requestTimeout: TimeAmount { TimeAmount(timeout) }
 
     /// RPC errors are answered with 200 (the envelope carries them), except a bus outage,
     /// which is a 503 so load balancers and retry logic see it.
     private static func status(of payload: ByteBuffer) -> HTTPResponseStatus {
-        guard let envelope = try? Envelope.decode(payload.readableBytesView),
+        // Nearly every reply is a success: look for the message's bytes before parsing.
+        guard payload.readableBytesView.containsBytes(serviceUnavailableBytes),
+            let envelope = try? Envelope.decode(payload.readableBytesView),
             envelope.message["type"] == "error",
             envelope.message["message"] == .string(RPCErrorMessage.serviceUnavailable)
         else { return .ok }
@@ -128,7 +153,21 @@ final class BackendAPI: Sendable {
     }
 }
 
-struct BackendTimeout: Error {}
+private let serviceUnavailableBytes = Array(RPCErrorMessage.serviceUnavailable.utf8)
+
+extension ByteBufferView {
+    /// Whether `needle` occurs in these bytes.
+    fileprivate func containsBytes(_ needle: [UInt8]) -> Bool {
+        guard let first = needle.first, needle.count <= count else { return needle.isEmpty }
+        var index = startIndex
+        let last = endIndex - needle.count
+        while index <= last {
+            if self[index] == first, self[index..<index + needle.count].elementsEqual(needle) { return true }
+            index += 1
+        }
+        return false
+    }
+}
 
 /// Compares secrets without an early exit, so response time does not reveal how many
 /// leading bytes of a guess were right.
@@ -165,14 +204,17 @@ final class BackendReplyTransport: Transport {
 
     func close(code: UInt16, reason: String) {}
 
-    func fail(_ error: any Error) {
-        complete(.failure(error))
+    /// Gives up on the reply (its request timed out); a later message is ignored.
+    func abandon() {
+        complete(.failure(BackendCallAbandoned()))
     }
 
-    /// The first message or the timeout wins; anything later is ignored.
+    /// The first message wins; anything later is ignored.
     private func complete(_ result: Result<ByteBuffer, any Error>) {
         if completed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged {
             promise.completeWith(result)
         }
     }
 }
+
+struct BackendCallAbandoned: Error {}

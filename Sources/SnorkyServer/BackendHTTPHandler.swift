@@ -4,123 +4,314 @@ import SnorkyProtocol
 
 /// HTTP/1.1 front of the backend port: `POST /backend`, `GET /health`, `/ready`, `/metrics`
 /// and `/stats`.
+///
+/// Pipelining is handled here: requests read together are started together when their
+/// services allow it (`Service.runsPipelinedBackendRequestsConcurrently`; otherwise a call
+/// waits for the ones before it), replies are written strictly in request order, and the
+/// replies ready in one pass of the event loop go out in one write. At most
+/// `maxInFlight` requests are held per connection; past that the connection is not read
+/// until replies drain. Every call is answered within the backend timeout of its start:
+/// one timer per connection watches the oldest running call (calls start in request order,
+/// so their deadlines are in request order too).
+///
 /// Bodies are capped while they arrive (413, then the connection is closed since the rest
-/// of the body will not be read); the pipelining handler in front of it keeps one request
-/// in flight per connection.
-final class BackendHTTPHandler: ChannelInboundHandler {
+/// of the body will not be read).
+final class BackendHTTPHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private enum State {
+    static let maxInFlight = 256
+
+    private enum ReadState {
         case idle
         case receiving(HTTPRequestHead, ByteBuffer)
-        /// Body too large or request refused early: ignore parts until `.end`.
+        /// Body too large: ignore parts until `.end`.
         case discarding
+    }
+
+    /// One request, from arrival until its reply is written.
+    private struct Exchange {
+        enum Progress {
+            /// A backend call not started yet: an earlier call must be answered first.
+            case waiting(BackendAPI.Call)
+            case running(BackendAPI.Call, BackendReplyTransport)
+            /// A reply being produced that needs no ordering with calls (`/metrics`).
+            case fetching
+            case answered(BackendAPI.Reply)
+        }
+
+        let head: HTTPRequestHead
+        var progress: Progress
+        /// When a running call (or a reply being fetched) gets its 504.
+        var deadline = NIODeadline.distantFuture
+        var closeAfter = false
+        var extraHeaders: [(String, String)] = []
+
+        var isAnswered: Bool {
+            if case .answered = progress { return true }
+            return false
+        }
+
+        var hasDeadline: Bool {
+            switch progress {
+            case .running, .fetching: true
+            case .waiting, .answered: false
+            }
+        }
     }
 
     private let api: BackendAPI
     private let maxBodySize: Int
-    private var state = State.idle
+    private var readState = ReadState.idle
+    /// In request order; `firstID` is the id of `exchanges.first`.
+    private var exchanges = CircularBuffer<Exchange>()
+    private var firstID: UInt64 = 0
+    /// A reply that closes the connection was queued: later requests are ignored.
+    private var isFinished = false
+    private var isReadHeld = false
+    private var isFlushScheduled = false
+    private var timer: Scheduled<Void>?
+    private var executor: EventLoopTaskExecutor?
 
     init(api: BackendAPI, maxBodySize: Int) {
         self.api = api
         self.maxBodySize = maxBodySize
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        executor = EventLoopTaskExecutor(eventLoop: context.eventLoop)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        for exchange in exchanges {
+            if case .running(_, let transport) = exchange.progress { transport.abandon() }
+        }
+        exchanges.removeAll()
+    }
+
+    // MARK: Reading
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch (unwrapInboundIn(data), state) {
+        guard !isFinished else { return }
+        switch (unwrapInboundIn(data), readState) {
         case (.head(let head), _):
             if let length = head.headers.first(name: "Content-Length").flatMap(Int.init), length > maxBodySize {
-                state = .discarding
+                readState = .discarding
                 tooLarge(context: context, head: head)
                 return
             }
-            state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
+            readState = .receiving(head, context.channel.allocator.buffer(capacity: 0))
         case (.body(var chunk), .receiving(let head, var body)):
             guard body.readableBytes + chunk.readableBytes <= maxBodySize else {
-                state = .discarding
+                readState = .discarding
                 tooLarge(context: context, head: head)
                 return
             }
             body.writeBuffer(&chunk)
-            state = .receiving(head, body)
+            readState = .receiving(head, body)
         case (.end, .receiving(let head, let body)):
-            state = .idle
+            readState = .idle
             route(context: context, head: head, body: body)
         case (.end, .discarding):
-            state = .idle
+            readState = .idle
         case (.body, _), (.end, .idle):
             break
         }
     }
 
+    /// Holds reads while too many requests wait for their replies.
+    func read(context: ChannelHandlerContext) {
+        if exchanges.count >= Self.maxInFlight {
+            isReadHeld = true
+        } else {
+            context.read()
+        }
+    }
+
     private func tooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let reply = BackendAPI.error(.payloadTooLarge, "Request body larger than \(maxBodySize) bytes")
-        respond(context: context, head: head, reply: reply, close: true)
+        answer(context: context, head: head, reply: reply, closeAfter: true)
     }
 
     private func route(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let path = requestPath(head.uri)
         switch (path, head.method) {
         case ("/backend", .POST):
-            let key = head.headers.first(name: BackendAPI.keyHeader)
-            let eventLoop = context.eventLoop
-            let api = self.api
-            let context = NIOLoopBound(context, eventLoop: eventLoop)
-            let handler = NIOLoopBound(self, eventLoop: eventLoop)
-            eventLoop.makeFutureWithTask {
-                await api.handle(presentedKey: key, body: body, eventLoop: eventLoop)
-            }.whenSuccess { reply in
-                handler.value.respond(context: context.value, head: head, reply: reply, close: false)
+            switch api.prepare(presentedKey: head.headers.first(name: BackendAPI.keyHeader), body: body) {
+            case .answered(let reply):
+                answer(context: context, head: head, reply: reply)
+            case .call(let call):
+                append(Exchange(head: head, progress: .waiting(call)))
+                startCalls(context: context)
             }
         case ("/backend", _):
             var reply = BackendAPI.error(.methodNotAllowed, "Method not allowed: use POST")
             reply.status = .methodNotAllowed
-            respond(context: context, head: head, reply: reply, close: false, extraHeaders: [("Allow", "POST")])
+            answer(context: context, head: head, reply: reply, extraHeaders: [("Allow", "POST")])
         case ("/metrics", .GET), ("/metrics", .HEAD):
-            let eventLoop = context.eventLoop
+            let id = append(Exchange(head: head, progress: .fetching, deadline: .now() + api.requestTimeout))
+            armTimer(context: context)
             let api = self.api
-            let context = NIOLoopBound(context, eventLoop: eventLoop)
-            let handler = NIOLoopBound(self, eventLoop: eventLoop)
-            eventLoop.makeFutureWithTask {
-                await api.metricsReply()
-            }.whenSuccess { reply in
-                handler.value.respond(context: context.value, head: head, reply: reply, close: false)
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask { await api.metricsReply() }.whenSuccess { reply in
+                handler.value.complete(id, with: reply, context: boundContext.value)
             }
         case ("/stats", .GET):
-            let reply = api.statsReply(presentedKey: head.headers.first(name: BackendAPI.keyHeader))
-            respond(context: context, head: head, reply: reply, close: false)
+            answer(context: context, head: head, reply: api.statsReply(presentedKey: head.headers.first(name: BackendAPI.keyHeader)))
         case ("/ready", .GET), ("/ready", .HEAD):
-            respond(context: context, head: head, reply: api.readyReply(), close: false)
+            answer(context: context, head: head, reply: api.readyReply())
         case ("/health", .GET), ("/health", .HEAD):
             let body = JSON.object(["status": "ok"]).encodedBytes()
-            respond(context: context, head: head, reply: .init(status: .ok, body: ByteBuffer(bytes: body)), close: false)
+            answer(context: context, head: head, reply: .init(status: .ok, body: ByteBuffer(bytes: body)))
         default:
-            respond(context: context, head: head, reply: BackendAPI.error(.notFound, "Not found"), close: false)
+            answer(context: context, head: head, reply: BackendAPI.error(.notFound, "Not found"))
         }
     }
 
-    private func respond(
-        context: ChannelHandlerContext,
-        head: HTTPRequestHead,
-        reply: BackendAPI.Reply,
-        close: Bool,
-        extraHeaders: [(String, String)] = []
+    // MARK: Exchanges
+
+    @discardableResult
+    private func append(_ exchange: Exchange) -> UInt64 {
+        var exchange = exchange
+        if !exchange.head.isKeepAlive { exchange.closeAfter = true }
+        if exchange.closeAfter { isFinished = true }
+        exchanges.append(exchange)
+        return firstID + UInt64(exchanges.count - 1)
+    }
+
+    /// The offset of exchange `id` in `exchanges`, nil once its reply is written.
+    private func offset(of id: UInt64) -> Int? {
+        guard id >= firstID, id - firstID < UInt64(exchanges.count) else { return nil }
+        return Int(id - firstID)
+    }
+
+    /// Queues an immediate reply behind the replies still pending.
+    private func answer(
+        context: ChannelHandlerContext, head: HTTPRequestHead, reply: BackendAPI.Reply,
+        closeAfter: Bool = false, extraHeaders: [(String, String)] = []
     ) {
-        let keepAlive = head.isKeepAlive && !close
+        append(Exchange(head: head, progress: .answered(reply), closeAfter: closeAfter, extraHeaders: extraHeaders))
+        writeAnswered(context: context)
+    }
+
+    /// Starts waiting calls, in order: a call that runs concurrently starts while the calls
+    /// before it that are still running all run concurrently too; any other call starts only
+    /// once everything before it is answered, and holds back everything after it.
+    private func startCalls(context: ChannelHandlerContext) {
+        defer { armTimer(context: context) }
+        guard let executor else { return }
+        var onlyConcurrentRunning = false
+        for offset in 0..<exchanges.count {
+            switch exchanges[offset: offset].progress {
+            case .answered, .fetching:
+                continue
+            case .running(let call, _):
+                guard call.runsConcurrently else { return }
+                onlyConcurrentRunning = true
+            case .waiting(let call):
+                if onlyConcurrentRunning && !call.runsConcurrently { return }
+                let transport = api.start(call, eventLoop: context.eventLoop, executor: executor)
+                exchanges[offset: offset].progress = .running(call, transport)
+                exchanges[offset: offset].deadline = .now() + api.requestTimeout
+                let id = firstID + UInt64(offset)
+                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+                let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+                transport.reply.whenSuccess { payload in
+                    handler.value.complete(id, with: BackendAPI.reply(to: payload), context: boundContext.value)
+                }
+                guard call.runsConcurrently else { return }
+                onlyConcurrentRunning = true
+            }
+        }
+    }
+
+    private func complete(_ id: UInt64, with reply: BackendAPI.Reply, context: ChannelHandlerContext) {
+        guard let offset = offset(of: id) else { return }  // timed out and written already
+        if exchanges[offset: offset].isAnswered { return }
+        exchanges[offset: offset].progress = .answered(reply)
+        writeAnswered(context: context)
+        startCalls(context: context)
+    }
+
+    /// Writes the answered replies at the front of the queue; one flush per loop pass.
+    private func writeAnswered(context: ChannelHandlerContext) {
+        var wrote = false
+        while let first = exchanges.first, case .answered(let reply) = first.progress {
+            exchanges.removeFirst()
+            firstID += 1
+            write(context: context, exchange: first, reply: reply)
+            wrote = true
+            if first.closeAfter {
+                timer?.cancel()
+                timer = nil
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+                return
+            }
+            context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        }
+        guard wrote else { return }
+        if !isFlushScheduled {
+            isFlushScheduled = true
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                handler.value.isFlushScheduled = false
+                boundContext.value.flush()
+            }
+        }
+        if isReadHeld && exchanges.count < Self.maxInFlight {
+            isReadHeld = false
+            context.read()
+        }
+    }
+
+    /// Writes a reply's head and body; the caller writes its end.
+    private func write(context: ChannelHandlerContext, exchange: Exchange, reply: BackendAPI.Reply) {
+        let head = exchange.head
         if requestPath(head.uri) == "/backend" { api.metrics.backendRequests.record(Int(reply.status.code)) }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.readableBytes))
-        for (name, value) in reply.headers + extraHeaders { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        for (name, value) in reply.headers + exchange.extraHeaders { headers.add(name: name, value: value) }
+        if exchange.closeAfter { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
         if head.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(reply.body))), promise: nil)
         }
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            if !keepAlive { channel.close(promise: nil) }
+    }
+
+    // MARK: Timeout
+
+    /// One timer per connection, for the oldest call without a reply.
+    private func armTimer(context: ChannelHandlerContext) {
+        guard timer == nil, let oldest = exchanges.first(where: { $0.hasDeadline }) else { return }
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: oldest.deadline) {
+            handler.value.timerFired(context: boundContext.value)
         }
+    }
+
+    private func timerFired(context: ChannelHandlerContext) {
+        timer = nil
+        let now = NIODeadline.now()
+        for offset in 0..<exchanges.count where exchanges[offset: offset].deadline <= now {
+            switch exchanges[offset: offset].progress {
+            case .answered: continue
+            case .fetching:
+                exchanges[offset: offset].progress = .answered(api.timedOut(what: requestPath(exchanges[offset: offset].head.uri)))
+            case .waiting: continue
+            case .running(let call, let transport):
+                transport.abandon()
+                exchanges[offset: offset].progress = .answered(api.timedOut(what: call.service.name))
+            }
+        }
+        writeAnswered(context: context)
+        startCalls(context: context)
     }
 }

@@ -85,6 +85,10 @@ public final class PubSubBackendService: Sendable {
         self.frontend = frontend
     }
 
+    /// `publish` does not suspend before the bus has the publication, so pipelined
+    /// publications keep their order (see `Service`).
+    public var runsPipelinedBackendRequestsConcurrently: Bool { true }
+
     @Command func publish(channel: JSON, message: JSON) async throws {
         try await frontend.deliver(channel: channel, message: message)
     }

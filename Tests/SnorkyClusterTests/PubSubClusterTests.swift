@@ -41,6 +41,39 @@ extension ClusterTests {
             }
         }
 
+        /// A backend pipelines 2,000 publications on one connection: the worker handles them
+        /// together (their Redis commands share writes), yet every subscriber, on either
+        /// worker, gets them in request order, and the replies come back in order.
+        @Test func pipelinedBackendPublicationsKeepTheirOrderThroughRedis() async throws {
+            try await withRedis { redis in
+                try await withCluster(workers: 2, redis: redis.url) { cluster in
+                    let channel: JSON = "pipelined"
+                    let subscribers = try await cluster.connectMany(40, subscribingTo: channel)
+                    let stats = try await cluster.stats()
+                    #expect(stats.values.allSatisfy { $0.topics == 1 }, "subscribers on both workers: \(stats)")
+
+                    let count = 2000
+                    let requests = (0...count).map { seq in
+                        let message = seq == count ? ["end": true] : publication("pipelined", seq)
+                        let body = Envelope(
+                            service: "pubsub_backend",
+                            message: ["command": "publish", "params": ["channel": channel, "message": message], "callId": .int(Int64(seq))]
+                        ).json.encodedString()
+                        return HTTPTestClient.PipelinedRequest(
+                            path: "/backend", headers: [("X-Backend-Key", SnorkyCluster.backendKey)], body: body)
+                    }
+                    let responses = try await HTTPTestClient.pipelined(
+                        host: cluster.host, port: cluster.backendPort, requests: requests, timeout: .seconds(30))
+                    #expect(responses.map(\.status) == Array(repeating: 200, count: count + 1))
+                    let callIds = try responses.map { try JSON.parse($0.body)["message"]?["callId"]?.int64Value }
+                    #expect(callIds == (0...Int64(count)).map { $0 })
+
+                    let problems = try await verifyAll(subscribers, on: channel, expecting: ["pipelined": count])
+                    #expect(problems.isEmpty, "\(problems.count) subscribers saw a problem, e.g. \(problems.prefix(3))")
+                }
+            }
+        }
+
         /// 2,000 new connections to 4 workers: each worker accepts at least 300, by its own count.
         @Test func twoThousandConnectionsSpreadOverFourWorkers() async throws {
             try await withCluster(workers: 4, redis: nil) { cluster in

@@ -4,6 +4,7 @@ import SnorkyProtocol
 import SnorkyServer
 import SnorkyServices
 import SnorkyTesting
+import Synchronization
 import Testing
 
 /// A backend service that never answers, for the 504.
@@ -13,8 +14,48 @@ private final class SilentService: Service {
     func handle(message: JSON, from client: Client) async {}
 }
 
+/// `gate_backend`: `wait` is answered only once `open` has arrived (or at once if it
+/// already has); `open` is answered at once. Pipelined `[wait, open]` can only both
+/// succeed if the second request starts while the first is still running.
+private final class GateService: Service {
+    let name: String
+    let runsPipelinedBackendRequestsConcurrently: Bool
+    private let state = Mutex<(isOpen: Bool, waiting: [Client])>((false, []))
+
+    init(name: String, concurrent: Bool) {
+        self.name = name
+        self.runsPipelinedBackendRequestsConcurrently = concurrent
+    }
+
+    func handle(message: JSON, from client: Client) async {
+        let answer = { (client: Client, data: JSON) in client.send(service: self.name, message: ["type": "response", "data": data]) }
+        switch message["command"]?.stringValue {
+        case "wait":
+            let isOpen = state.withLock { state in
+                if !state.isOpen { state.waiting.append(client) }
+                return state.isOpen
+            }
+            if isOpen { answer(client, "wait") }
+        default:
+            let waiting = state.withLock { state in
+                state.isOpen = true
+                defer { state.waiting = [] }
+                return state.waiting
+            }
+            for waiter in waiting { answer(waiter, "wait") }
+            answer(client, "open")
+        }
+    }
+}
+
 private func header(_ name: String, in response: HTTPTestClient.Response) -> String? {
     response.headers.first { $0.0.lowercased() == name.lowercased() }?.1
+}
+
+private func gateRequest(_ command: String) -> HTTPTestClient.PipelinedRequest {
+    HTTPTestClient.PipelinedRequest(
+        path: "/backend", headers: [("X-Backend-Key", LiveWorker.backendKey)],
+        body: #"{"service":"gate_backend","message":{"command":"\#(command)","params":{}}}"#)
 }
 
 private func errorBody(_ response: HTTPTestClient.Response) throws -> String? {
@@ -255,6 +296,53 @@ struct BackendPipeliningTests {
             received.append(try #require(try await subscriber.nextJSON()["message"]?["message"]?.int64Value))
         }
         #expect(received == (0..<Int64(count)).map { $0 })
+        await live.shutdown()
+    }
+
+    @Test("a service that allows it handles pipelined requests concurrently; replies stay in request order")
+    func concurrentPipelining() async throws {
+        let live = try await LiveWorker.start(
+            configure: { $0.backendTimeout = .seconds(10) },
+            registerServices: { node in
+                BuiltinServices.register(on: node)
+                node.registerBackend(GateService(name: "gate_backend", concurrent: true))
+            })
+        let responses = try await HTTPTestClient.pipelined(
+            host: "127.0.0.1", port: live.backendPort, requests: [gateRequest("wait"), gateRequest("open"), gateRequest("wait")])
+        #expect(responses.map(\.status) == [200, 200, 200])
+        #expect(try responses.map { try JSON.parse($0.body)["message"]?["data"] } == ["wait", "open", "wait"])
+        await live.shutdown()
+    }
+
+    @Test("any other service gets its pipelined requests one at a time: the second starts after the first is answered")
+    func sequentialPipelining() async throws {
+        let live = try await LiveWorker.start(
+            configure: { $0.backendTimeout = .seconds(1) },
+            registerServices: { node in
+                BuiltinServices.register(on: node)
+                node.registerBackend(GateService(name: "gate_backend", concurrent: false))
+            })
+        let responses = try await HTTPTestClient.pipelined(
+            host: "127.0.0.1", port: live.backendPort, requests: [gateRequest("wait"), gateRequest("open"), gateRequest("wait")])
+        // `wait` could only be answered by an `open` running at the same time: it times out,
+        // and only then does `open` run.
+        #expect(responses.map(\.status) == [504, 200, 200])
+        #expect(try responses.dropFirst().map { try JSON.parse($0.body)["message"]?["data"] } == ["open", "wait"])
+        await live.shutdown()
+    }
+
+    @Test("more pipelined requests than a connection holds at once are all answered, in order")
+    func manyPipelinedRequests() async throws {
+        let live = try await LiveWorker.start()
+        let count = 1000
+        let requests = (0..<count).map { index in
+            HTTPTestClient.PipelinedRequest(
+                path: "/backend", headers: [("X-Backend-Key", LiveWorker.backendKey)],
+                body: #"{"service":"pubsub_backend","message":{"command":"publish","params":{"channel":"c","message":1},"callId":\#(index)}}"#)
+        }
+        let responses = try await HTTPTestClient.pipelined(host: "127.0.0.1", port: live.backendPort, requests: requests)
+        #expect(responses.map(\.status) == Array(repeating: 200, count: count))
+        #expect(try responses.map { try JSON.parse($0.body)["message"]?["callId"]?.int64Value } == (0..<Int64(count)).map { $0 })
         await live.shutdown()
     }
 
