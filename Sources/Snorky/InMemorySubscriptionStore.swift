@@ -19,6 +19,8 @@ public final class InMemorySubscriptionStore: SubscriptionStore {
         var subscriptions: [String: Subscription] = [:]
         /// The pending tokens, so walking them does not touch the (many more) acquired ones.
         var pending: Set<String> = []
+        /// The last number taken by an append.
+        var sequence: UInt64 = 0
 
         func isLive(_ token: String, now: ContinuousClock.Instant) -> Bool {
             guard let subscription = subscriptions[token] else { return false }
@@ -65,7 +67,8 @@ public final class InMemorySubscriptionStore: SubscriptionStore {
     ) async throws(BusError) -> AppendResult {
         let now = now()
         return state.withLock { state in
-            var result = AppendResult()
+            state.sequence += 1
+            var result = AppendResult(sequence: state.sequence)
             for (token, new) in entries {
                 guard let subscription = state.subscriptions[token],
                     case .pending(let expires, var buffer) = subscription.phase, expires > now
@@ -96,7 +99,7 @@ public final class InMemorySubscriptionStore: SubscriptionStore {
             case .pending(_, let buffer):
                 state.subscriptions[token]?.phase = .acquired(owner: owner)
                 state.pending.remove(token)
-                return .acquired(items: subscription.items, buffered: buffer)
+                return .acquired(items: subscription.items, buffered: buffer, sequence: state.sequence)
             }
         }
     }

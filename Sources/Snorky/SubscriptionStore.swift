@@ -14,6 +14,13 @@
 /// because the token is already acquired (and the publisher's bus broadcast, which comes
 /// after its append, reaches the new owner).
 ///
+/// Appends and acquires are also ordered by one counter: every append (even one with no
+/// entries) takes the next number, and an acquire reports the number reached. A batch
+/// whose number is at most that was appended before the acquire, so it is either in the
+/// buffer or was published before the subscription could see it, and the new owner must
+/// not deliver it from the bus, however late the bus brings it; a higher number was
+/// appended after, and only the bus brings it.
+///
 /// Every method throws `BusError.unavailable` when the store cannot be reached.
 public protocol SubscriptionStore: Sendable {
     /// Creates a pending subscription that expires after `ttl` unless acquired. Returns
@@ -27,11 +34,12 @@ public protocol SubscriptionStore: Sendable {
     /// still pending: one atomic step per call, so an acquire sees all of a call's entries
     /// for its token or none. A token whose buffer would pass `maxBuffered` entries is
     /// deleted instead (its acquire then finds no subscription): a subscriber that missed
-    /// deltas must not start from an incomplete state.
+    /// deltas must not start from an incomplete state. Every call, even with no entries,
+    /// takes the next number of the append sequence, returned in the result.
     func append(_ entries: [(token: String, entries: [[UInt8]])], maxBuffered: Int) async throws(BusError) -> AppendResult
 
     /// Atomically turns a pending subscription into one owned by `owner` and hands back
-    /// its items and buffer (emptied).
+    /// its items, its buffer (emptied) and the number the append sequence had reached.
     func acquire(token: String, owner: ClientAddress) async throws(BusError) -> SubscriptionAcquisition
 
     /// Deletes the acquired subscriptions among `tokens` that `owner` holds; returns the
@@ -65,16 +73,20 @@ public struct AppendResult: Sendable, Equatable {
     public var buffered: Set<String>
     /// Tokens deleted because their buffer would have passed the limit.
     public var overflowed: Set<String>
+    /// This append's number in the store's append sequence (see `SubscriptionStore`).
+    public var sequence: UInt64
 
-    public init(buffered: Set<String> = [], overflowed: Set<String> = []) {
+    public init(buffered: Set<String> = [], overflowed: Set<String> = [], sequence: UInt64) {
         self.buffered = buffered
         self.overflowed = overflowed
+        self.sequence = sequence
     }
 }
 
 public enum SubscriptionAcquisition: Sendable, Equatable {
     /// The caller now owns the subscription.
-    case acquired(items: [UInt8], buffered: [[UInt8]])
+    /// `sequence`: the last append number taken before the acquire.
+    case acquired(items: [UInt8], buffered: [[UInt8]], sequence: UInt64)
     /// No such token, or it expired.
     case notFound
     /// Someone (possibly the caller) acquired it already.

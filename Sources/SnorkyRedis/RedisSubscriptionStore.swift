@@ -16,6 +16,7 @@ public import Snorky
 /// | `D buf:<token>`   | list | buffered delta entries, while pending                     |
 /// | `D pending`       | set  | tokens that may still be pending (swept when listed)      |
 /// | `D owned:<node>`  | set  | tokens acquired by clients of that node                   |
+/// | `D seq`           | int  | the last number of the append sequence                    |
 ///
 /// Expiry is Redis's own: a pending `sub` key (and its `buf`) carries the TTL, set with
 /// `PEXPIRE`, and an acquire `PERSIST`s it, so every node agrees on the deadline whatever
@@ -64,6 +65,7 @@ public final class RedisSubscriptionStore: SubscriptionStore {
     }
 
     private var pendingKey: RESPArgument { .string(prefix + "pending") }
+    private var sequenceKey: RESPArgument { .string(prefix + "seq") }
 
     // MARK: SubscriptionStore
 
@@ -97,24 +99,26 @@ public final class RedisSubscriptionStore: SubscriptionStore {
             arguments.append(.integer(list.count))
             arguments += list.map { RESPArgument($0) }
         }
-        guard arguments.count > 2 else { return AppendResult() }
-        let reply = try await client.evaluate(SubscriptionStoreScripts.append, keys: [pendingKey], arguments: arguments)
+        let reply = try await client.evaluate(SubscriptionStoreScripts.append, keys: [pendingKey, sequenceKey], arguments: arguments)
         let parts = try Self.array(reply)
-        guard parts.count == 2 else { throw Self.unexpected(reply) }
-        return AppendResult(buffered: Set(try Self.strings(parts[0])), overflowed: Set(try Self.strings(parts[1])))
+        guard parts.count == 3, let sequence = parts[2].integer, sequence > 0 else { throw Self.unexpected(reply) }
+        return AppendResult(
+            buffered: Set(try Self.strings(parts[0])), overflowed: Set(try Self.strings(parts[1])), sequence: UInt64(sequence))
     }
 
     public func acquire(token: String, owner: ClientAddress) async throws(BusError) -> SubscriptionAcquisition {
         let reply = try await client.evaluate(
             SubscriptionStoreScripts.acquire,
-            keys: [key("sub:", token), key("buf:", token), pendingKey, key("owned:", owner.nodeID)],
+            keys: [key("sub:", token), key("buf:", token), pendingKey, key("owned:", owner.nodeID), sequenceKey],
             arguments: [.string(token), .string(owner.description)])
         let parts = try Self.array(reply)
         switch parts.first?.integer {
         case 0: return .notFound
         case 1: return .alreadyAcquired
         case 2:
-            guard parts.count == 3, let items = parts[1].bytes, let buffered = parts[2].array else {
+            guard parts.count == 4, let items = parts[1].bytes, let buffered = parts[2].array,
+                let sequence = parts[3].integer, sequence >= 0
+            else {
                 throw Self.unexpected(reply)
             }
             var entries: [[UInt8]] = []
@@ -123,7 +127,7 @@ public final class RedisSubscriptionStore: SubscriptionStore {
                 guard let bytes = entry.bytes else { throw Self.unexpected(reply) }
                 entries.append(Array(bytes.readableBytesView))
             }
-            return .acquired(items: Array(items.readableBytesView), buffered: entries)
+            return .acquired(items: Array(items.readableBytesView), buffered: entries, sequence: UInt64(sequence))
         default:
             throw Self.unexpected(reply)
         }
@@ -210,11 +214,12 @@ enum SubscriptionStoreScripts {
         return out
         """#)
 
-    /// KEYS: pending. ARGV: D, max, then per token: token, n, n entries. Appends to the
+    /// KEYS: pending, seq. ARGV: D, max, then per token: token, n, n entries. Appends to the
     /// tokens still pending; a token that would pass max is deleted instead. Returns
-    /// {buffered tokens, overflowed tokens}.
+    /// {buffered tokens, overflowed tokens, this append's sequence number}.
     static let append = RedisScript(
         #"""
+        local sequence = redis.call('INCR', KEYS[2])
         local D = ARGV[1]
         local max = tonumber(ARGV[2])
         local buffered, overflowed = {}, {}
@@ -237,11 +242,11 @@ enum SubscriptionStoreScripts {
           end
           i = i + 2 + n
         end
-        return {buffered, overflowed}
+        return {buffered, overflowed, sequence}
         """#)
 
-    /// KEYS: sub, buf, pending, owned:<node>. ARGV: token, owner. Returns {0} (no such
-    /// token), {1} (already acquired) or {2, items, buffered entries}.
+    /// KEYS: sub, buf, pending, owned:<node>, seq. ARGV: token, owner. Returns {0} (no such
+    /// token), {1} (already acquired) or {2, items, buffered entries, last append number}.
     static let acquire = RedisScript(
         #"""
         local state = redis.call('HGET', KEYS[1], 'state')
@@ -254,7 +259,7 @@ enum SubscriptionStoreScripts {
         local items = redis.call('HGET', KEYS[1], 'items')
         local buffered = redis.call('LRANGE', KEYS[2], 0, -1)
         redis.call('DEL', KEYS[2])
-        return {2, items, buffered}
+        return {2, items, buffered, tonumber(redis.call('GET', KEYS[5]) or '0')}
         """#)
 
     /// KEYS: owned:<node>. ARGV: D, owner, tokens... Deletes the tokens the owner acquired;

@@ -11,8 +11,10 @@ import Synchronization
 /// that has acquired a subscription listens on that topic and evaluates the batch against
 /// its own subscriptions only, so a delta costs one bus message however many nodes and
 /// subscribers there are. An acquire registers locally (holding batches) before the
-/// store's atomic acquire, so each delta arrives through the buffer, the bus or both, and
-/// per-delta ids make "both" count once.
+/// store's atomic acquire, and the store numbers every append: a batch appended before
+/// the acquire reaches the subscription only through its buffer (or not at all, if it
+/// came before the subscription existed), a later one only through the bus, so each delta
+/// arrives once however the bus and the acquire interleave.
 @RPCService
 public final class DataSyncService: Sendable {
     public let name: String
@@ -42,7 +44,7 @@ public final class DataSyncService: Sendable {
         self.local = local
         let logger = node.logger
         self.listener = TopicListener(node: node, topic: "\(name):deltas") { payload in
-            guard let batch = Self.parseBatch(payload) else {
+            guard let batch = (try? JSON.parse(payload)).flatMap(DeltaBatch.init(json:)) else {
                 logger.warning("dropping a malformed datasync batch")
                 return
             }
@@ -79,13 +81,13 @@ public final class DataSyncService: Sendable {
         case .alreadyAcquired:
             local.abandon(acquisition)
             throw RPCError(Self.failureAlreadyAcquired)
-        case .acquired(let items, let buffered):
-            let entries = buffered.compactMap { bytes in (try? JSON.parse(bytes)).flatMap(IdentifiedDelta.init(json:)) }
+        case .acquired(let items, let buffered, let acquiredAt):
+            let entries = buffered.compactMap { bytes in (try? JSON.parse(bytes)).flatMap { try? DataSyncDelta(validating: $0) } }
             if entries.count != buffered.count {
                 // No token in the log: it is a bearer credential.
                 node.logger.warning("dropped malformed buffered deltas", metadata: ["count": "\(buffered.count - entries.count)"])
             }
-            local.activate(acquisition, token: token, client: client, items: compile(items), buffered: entries)
+            local.activate(acquisition, token: token, client: client, items: compile(items), buffered: entries, acquiredAt: acquiredAt)
         }
     }
 
@@ -172,30 +174,28 @@ public final class DataSyncService: Sendable {
     /// Deltas of a model without a dealer reach nobody.
     public func publish(_ deltas: [DataSyncDelta]) async throws(RPCError) {
         guard !deltas.isEmpty else { return }
-        let batchID = Self.randomToken(length: 16)
-        let entries = deltas.enumerated().map { IdentifiedDelta(id: "\(batchID).\($0.offset)", delta: $0.element) }
         do {
             // 1. Pending tokens buffer what they match (refused atomically once acquired).
-            let appends = try await pendingAppends(for: entries)
-            if !appends.isEmpty {
-                let result = try await store.append(appends, maxBuffered: maxBufferedDeltas)
-                if !result.overflowed.isEmpty {
-                    node.logger.warning(
-                        "dropped pending datasync subscriptions whose buffer overflowed",
-                        metadata: ["count": "\(result.overflowed.count)", "limit": "\(maxBufferedDeltas)"])
-                }
+            // The append happens even with nothing to buffer: its number tells acquirers
+            // whether the batch came before or after their acquire.
+            let appends = try await pendingAppends(for: deltas)
+            let result = try await store.append(appends, maxBuffered: maxBufferedDeltas)
+            if !result.overflowed.isEmpty {
+                node.logger.warning(
+                    "dropped pending datasync subscriptions whose buffer overflowed",
+                    metadata: ["count": "\(result.overflowed.count)", "limit": "\(maxBufferedDeltas)"])
             }
             // 2. Acquired subscriptions get the batch from the bus, after the append, so an
             // acquire that beat the append is already listening.
-            let batch: JSON = ["deltas": .array(entries.map(\.json))]
-            try await node.publish(topic: topic, envelope: batch.encodedBytes())
+            let batch = DeltaBatch(sequence: result.sequence, deltas: deltas)
+            try await node.publish(topic: topic, envelope: batch.json.encodedBytes())
         } catch {
             throw failure(error, doing: "publish")
         }
     }
 
     private func pendingAppends(
-        for entries: [IdentifiedDelta]
+        for deltas: [DataSyncDelta]
     ) async throws(BusError) -> [(token: String, entries: [[UInt8]])] {
         let pending = try await store.pending()
         let compiled: [(String, [CompiledItem])] = pendingItems.withLock { cache in
@@ -209,10 +209,8 @@ public final class DataSyncService: Sendable {
         var appends: [(token: String, entries: [[UInt8]])] = []
         for (token, items) in compiled where !items.isEmpty {
             var buffered: [[UInt8]] = []
-            for entry in entries {
-                if let delta = delivery(of: entry.delta, to: items) {
-                    buffered.append(IdentifiedDelta(id: entry.id, delta: delta).json.encodedBytes())
-                }
+            for delta in deltas {
+                if let delivered = delivery(of: delta, to: items) { buffered.append(delivered.json.encodedBytes()) }
             }
             if !buffered.isEmpty { appends.append((token, buffered)) }
         }
@@ -234,17 +232,6 @@ public final class DataSyncService: Sendable {
             }
             return CompiledItem(model: dealer.model, matcher: matcher)
         }
-    }
-
-    private static func parseBatch(_ payload: [UInt8]) -> [IdentifiedDelta]? {
-        guard case .array(let list)? = (try? JSON.parse(payload))?["deltas"] else { return nil }
-        var batch: [IdentifiedDelta] = []
-        batch.reserveCapacity(list.count)
-        for element in list {
-            guard let entry = IdentifiedDelta(json: element) else { return nil }
-            batch.append(entry)
-        }
-        return batch
     }
 
     private func failure(_ error: BusError, doing operation: String) -> RPCError {

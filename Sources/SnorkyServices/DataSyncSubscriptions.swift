@@ -7,25 +7,28 @@ struct CompiledItem: Sendable {
     let matcher: RowMatcher
 }
 
-/// A delta with its cluster-unique id (`<batch>.<index>`), which lets a subscriber that
-/// gets the same delta from its buffer and from the bus receive it once.
-struct IdentifiedDelta: Sendable {
-    let id: String
-    let delta: DataSyncDelta
+/// The deltas of one `publishDeltas` call as they travel on the bus, numbered by the
+/// store's append sequence (see `SubscriptionStore`).
+struct DeltaBatch: Sendable {
+    let sequence: UInt64
+    let deltas: [DataSyncDelta]
 
-    var json: JSON { ["id": .string(id), "delta": delta.json] }
+    var json: JSON { ["seq": .int(Int64(sequence)), "deltas": .array(deltas.map(\.json))] }
 
-    init(id: String, delta: DataSyncDelta) {
-        self.id = id
-        self.delta = delta
+    init(sequence: UInt64, deltas: [DataSyncDelta]) {
+        self.sequence = sequence
+        self.deltas = deltas
     }
 
-    /// Parses `{"id": ..., "delta": {...}}` (a buffer entry or an element of a bus batch).
     init?(json: JSON) {
-        guard case .string(let id)? = json["id"], let delta = json["delta"],
-            let parsed = try? DataSyncDelta(validating: delta)
-        else { return nil }
-        self.init(id: id, delta: parsed)
+        guard case .int(let sequence)? = json["seq"], sequence > 0, case .array(let list)? = json["deltas"] else { return nil }
+        var deltas: [DataSyncDelta] = []
+        deltas.reserveCapacity(list.count)
+        for element in list {
+            guard let delta = try? DataSyncDelta(validating: element) else { return nil }
+            deltas.append(delta)
+        }
+        self.init(sequence: UInt64(sequence), deltas: deltas)
     }
 }
 
@@ -121,24 +124,25 @@ struct SubscriptionIndex {
 /// acquisitions in progress, fed by every delta batch the bus brings.
 ///
 /// An acquisition registers here *before* the store's atomic acquire and holds every batch
-/// that arrives meanwhile; once acquired, the buffer and then the held batches are sent,
-/// skipping deltas already in the buffer, and the subscription joins the index. Sends
+/// that arrives meanwhile; once acquired, the buffer and then the held batches appended
+/// after the acquire are sent, and the subscription joins the index. Batches appended
+/// before the acquire are never delivered from the bus: their deltas are in the buffer, or
+/// were published before the subscription existed (a late bus must not replay them). Sends
 /// happen under the lock so that a batch arriving concurrently cannot overtake them; a
 /// send only queues a frame on the client's loop, it never blocks.
 final class DataSyncLocalSubscriptions: Sendable {
     private struct Subscription {
         let client: Client
         let items: [CompiledItem]
-        /// Ids of the deltas that came in the buffer: the publisher's bus broadcast of the
-        /// same delta may still arrive (it is sent after the append, possibly much later).
-        let buffered: Set<String>
+        /// The append sequence number at the acquire: batches up to it are not for us.
+        let acquiredAt: UInt64
     }
 
     private struct State {
         var subscriptions: [String: Subscription] = [:]
         var tokensByClient: [ObjectIdentifier: Set<String>] = [:]
         var index = SubscriptionIndex()
-        var acquisitions: [UInt64: [[IdentifiedDelta]]] = [:]
+        var acquisitions: [UInt64: [DeltaBatch]] = [:]
         var nextAcquisition: UInt64 = 0
     }
 
@@ -164,23 +168,23 @@ final class DataSyncLocalSubscriptions: Sendable {
         _ = state.withLock { $0.acquisitions.removeValue(forKey: acquisition) }
     }
 
-    /// Sends the buffer, then the held batches' deltas for the subscription (minus those in
-    /// the buffer), and starts live delivery.
+    /// Sends the buffer, then the subscription's deltas of the held batches appended after
+    /// the acquire (`acquiredAt`), and starts live delivery.
     func activate(
-        _ acquisition: UInt64, token: String, client: Client, items: [CompiledItem], buffered: [IdentifiedDelta]
+        _ acquisition: UInt64, token: String, client: Client, items: [CompiledItem], buffered: [DataSyncDelta],
+        acquiredAt: UInt64
     ) {
         state.withLock { state in
             let held = state.acquisitions.removeValue(forKey: acquisition) ?? []
-            let bufferedIDs = Set(buffered.map(\.id))
-            for entry in buffered {
-                send(entry.delta, to: client)
+            for delta in buffered {
+                send(delta, to: client)
             }
-            for batch in held {
-                for entry in batch where !bufferedIDs.contains(entry.id) {
-                    if let delta = delivery(of: entry.delta, to: items) { send(delta, to: client) }
+            for batch in held where batch.sequence > acquiredAt {
+                for delta in batch.deltas {
+                    if let delivered = delivery(of: delta, to: items) { send(delivered, to: client) }
                 }
             }
-            state.subscriptions[token] = Subscription(client: client, items: items, buffered: bufferedIDs)
+            state.subscriptions[token] = Subscription(client: client, items: items, acquiredAt: acquiredAt)
             state.tokensByClient[ObjectIdentifier(client), default: []].insert(token)
             state.index.insert(token, items: items)
         }
@@ -188,16 +192,16 @@ final class DataSyncLocalSubscriptions: Sendable {
 
     /// Delivers a batch from the bus to the acquired subscriptions it concerns, and holds it
     /// for the acquisitions in progress.
-    func receive(_ batch: [IdentifiedDelta]) {
+    func receive(_ batch: DeltaBatch) {
         state.withLock { state in
             for index in state.acquisitions.values.indices { state.acquisitions.values[index].append(batch) }
             guard !state.index.isEmpty else { return }
-            for entry in batch {
+            for entry in batch.deltas {
                 // One frame per distinct delivery (at most insert, update and delete of an
                 // update), shared by every subscriber that receives it.
                 var frames: [String: OutboundFrame] = [:]
-                for (token, delta) in state.index.deliveries(of: entry.delta) {
-                    guard let subscription = state.subscriptions[token], !subscription.buffered.contains(entry.id)
+                for (token, delta) in state.index.deliveries(of: entry) {
+                    guard let subscription = state.subscriptions[token], batch.sequence > subscription.acquiredAt
                     else { continue }
                     let type = delta.typeName
                     let frame = frames[type] ?? notification(delta)

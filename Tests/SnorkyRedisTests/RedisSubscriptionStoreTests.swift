@@ -42,17 +42,17 @@ struct RedisSubscriptionStoreTests {
         #expect(pending == [PendingSubscription(token: "t1", items: bytes("[1]")), PendingSubscription(token: "t2", items: [0, 255, 10])])
 
         let first = try await store.append([("t1", [bytes("a"), bytes("b")]), ("t2", [bytes("x")]), ("nope", [bytes("y")])], maxBuffered: 10)
-        #expect(first == AppendResult(buffered: ["t1", "t2"]))
-        #expect(try await store.append([], maxBuffered: 10) == AppendResult())
+        #expect(first == AppendResult(buffered: ["t1", "t2"], sequence: 1))
+        #expect(try await store.append([], maxBuffered: 10) == AppendResult(sequence: 2))  // numbered all the same
         _ = try await store.append([("t1", [bytes("c")])], maxBuffered: 10)
 
-        #expect(try await store.acquire(token: "t1", owner: alice) == .acquired(items: bytes("[1]"), buffered: [bytes("a"), bytes("b"), bytes("c")]))
+        #expect(try await store.acquire(token: "t1", owner: alice) == .acquired(items: bytes("[1]"), buffered: [bytes("a"), bytes("b"), bytes("c")], sequence: 3))
         #expect(try await store.acquire(token: "t1", owner: alice) == .alreadyAcquired)
         #expect(try await store.acquire(token: "t1", owner: bob) == .alreadyAcquired)
         #expect(try await store.acquire(token: "missing", owner: bob) == .notFound)
         #expect(try await store.pending().map(\.token) == ["t2"])
-        #expect(try await store.append([("t1", [bytes("d")]), ("t2", [bytes("z")])], maxBuffered: 10) == AppendResult(buffered: ["t2"]))
-        #expect(try await store.acquire(token: "t2", owner: bob) == .acquired(items: [0, 255, 10], buffered: [bytes("x"), bytes("z")]))
+        #expect(try await store.append([("t1", [bytes("d")]), ("t2", [bytes("z")])], maxBuffered: 10) == AppendResult(buffered: ["t2"], sequence: 4))
+        #expect(try await store.acquire(token: "t2", owner: bob) == .acquired(items: [0, 255, 10], buffered: [bytes("x"), bytes("z")], sequence: 4))
         await store.shutdown()
     }
 
@@ -73,10 +73,11 @@ struct RedisSubscriptionStoreTests {
         #expect(try redis.command(["HGET", "p:datasync:sub:tok", "owner"]) == "n:1/1")
         #expect(try redis.command(["PTTL", "p:datasync:sub:tok"]) == "-1")  // acquired: no expiry
         #expect(try redis.command(["SMEMBERS", "p:datasync:owned:n:1"]) == "tok")
-        #expect(try redis.commandLines(["KEYS", "*"]).sorted() == ["p:datasync:owned:n:1", "p:datasync:sub:tok"])
+        #expect(try redis.command(["GET", "p:datasync:seq"]) == "1")
+        #expect(try redis.commandLines(["KEYS", "*"]).sorted() == ["p:datasync:owned:n:1", "p:datasync:seq", "p:datasync:sub:tok"])
 
         #expect(try await store.release(tokens: ["tok"], owner: alice) == ["tok"])
-        #expect(try redis.commandLines(["KEYS", "*"]) == [])
+        #expect(try redis.commandLines(["KEYS", "*"]) == ["p:datasync:seq"])  // the one key that stays
         await store.shutdown()
     }
 
@@ -96,7 +97,7 @@ struct RedisSubscriptionStoreTests {
         }
         #expect(try await store.pending().map(\.token) == ["long"])
         #expect(try await store.acquire(token: "short", owner: alice) == .notFound)
-        #expect(try await store.append([("short", [bytes("b")])], maxBuffered: 10) == AppendResult())
+        #expect(try await store.append([("short", [bytes("b")])], maxBuffered: 10) == AppendResult(sequence: 2))
         #expect(try redis.commandLines(["SMEMBERS", "snorky:datasync:pending"]) == ["long"])
         #expect(try redis.command(["EXISTS", "snorky:datasync:buf:short"]) == "0")  // the buffer expired with it
         #expect(try await store.create(token: "short", items: bytes("again"), ttl: .seconds(60)))
@@ -110,8 +111,8 @@ struct RedisSubscriptionStoreTests {
         let store = try makeStore(redis)
         _ = try await store.create(token: "t", items: [], ttl: .seconds(60))
         _ = try await store.create(token: "u", items: [], ttl: .seconds(60))
-        #expect(try await store.append([("t", [bytes("1"), bytes("2")])], maxBuffered: 2) == AppendResult(buffered: ["t"]))
-        #expect(try await store.append([("t", [bytes("3")]), ("u", [bytes("1")])], maxBuffered: 2) == AppendResult(buffered: ["u"], overflowed: ["t"]))
+        #expect(try await store.append([("t", [bytes("1"), bytes("2")])], maxBuffered: 2) == AppendResult(buffered: ["t"], sequence: 1))
+        #expect(try await store.append([("t", [bytes("3")]), ("u", [bytes("1")])], maxBuffered: 2) == AppendResult(buffered: ["u"], overflowed: ["t"], sequence: 2))
         #expect(try await store.acquire(token: "t", owner: alice) == .notFound)
         #expect(try await store.pending().map(\.token) == ["u"])
         #expect(try redis.command(["EXISTS", "snorky:datasync:buf:t"]) == "0")
@@ -158,7 +159,7 @@ struct RedisSubscriptionStoreTests {
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
-            #expect(results.filter { $0 == .acquired(items: bytes("[\(round)]"), buffered: [bytes("e")]) }.count == 1)
+            #expect(results.filter { $0 == .acquired(items: bytes("[\(round)]"), buffered: [bytes("e")], sequence: UInt64(round + 1)) }.count == 1)
             #expect(results.filter { $0 == .alreadyAcquired }.count == results.count - 1)
         }
         for store in stores { await store.shutdown() }
@@ -175,7 +176,7 @@ struct RedisSubscriptionStoreTests {
             _ = try await publisher.create(token: token, items: [], ttl: .seconds(60))
             let acquired = Mutex(false)
             let appending = Task {
-                var outcomes: [(entry: String, buffered: Bool)] = []
+                var outcomes: [(entry: String, buffered: Bool, sequence: UInt64)] = []
                 // Appends until some append was refused (the acquire happened), then a few more.
                 var refusedSince = 0
                 var index = 0
@@ -183,7 +184,7 @@ struct RedisSubscriptionStoreTests {
                     let entry = "e\(index)"
                     let result = try await publisher.append([(token, [bytes(entry)])], maxBuffered: 100_000)
                     let buffered = result.buffered.contains(token)
-                    outcomes.append((entry, buffered))
+                    outcomes.append((entry, buffered, result.sequence))
                     if !buffered || acquired.withLock({ $0 }) { refusedSince += 1 }
                     index += 1
                 }
@@ -199,7 +200,7 @@ struct RedisSubscriptionStoreTests {
             acquired.withLock { $0 = true }  // also on failure, so the appender stops
             let outcomes = try await appending.value
             let result = try attempt.get()
-            guard case .acquired(_, let buffered) = result else {
+            guard case .acquired(_, let buffered, let acquiredAt) = result else {
                 Issue.record("acquire failed: \(result)")
                 continue
             }
@@ -208,6 +209,9 @@ struct RedisSubscriptionStoreTests {
             // Once one append is refused, every later one is: the switch is atomic.
             let firstRefused = outcomes.firstIndex { !$0.buffered } ?? outcomes.count
             #expect(outcomes[firstRefused...].allSatisfy { !$0.buffered })
+            // The sequence tells the two apart: accepted appends are numbered up to the
+            // acquire's number, refused ones above it.
+            #expect(outcomes.allSatisfy { $0.buffered == ($0.sequence <= acquiredAt) })
             #expect(try redis.command(["EXISTS", "snorky:datasync:buf:\(token)"]) == "0")
         }
         await publisher.shutdown()

@@ -117,6 +117,37 @@ struct DataSyncClusterTests {
         }
     }
 
+    /// The bus may bring a batch late: one appended before the subscription existed must
+    /// not reach it, whether it arrives while the acquire is in flight or after; one
+    /// appended after the acquire arrives once, however early.
+    @Test("batches appended before the acquire never arrive from the bus; later ones arrive once")
+    func batchesAreOrderedByTheAppendSequence() async throws {
+        let node = Node(id: "N", bus: InMemoryBus(), logger: Logger(label: "x", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let local = DataSyncLocalSubscriptions(service: "datasync")
+        let (client, transport) = RecordingTransport.connect(to: node)
+        let everyPlayer = [CompiledItem(model: "Player", matcher: .everyRow)]
+        func batch(_ sequence: UInt64, _ id: Int) throws -> DeltaBatch {
+            DeltaBatch(sequence: sequence, deltas: [try DataSyncDelta(validating: F.insert(F.player(id, "blue")))])
+        }
+
+        let acquisition = local.beginAcquisition()
+        local.receive(try batch(1, 1))  // appended before the token existed, delivered late
+        local.receive(try batch(4, 4))  // appended after the acquire
+        // The acquire happened when appends had reached 3; the buffer holds batch 2's delta.
+        local.activate(
+            acquisition, token: "t", client: client, items: everyPlayer,
+            buffered: [try DataSyncDelta(validating: F.insert(F.player(2, "blue")))], acquiredAt: 3)
+        local.receive(try batch(3, 3))  // before the acquire, arriving after it: not ours
+        local.receive(try batch(5, 5))
+
+        var received: [Int64] = []
+        for _ in 0..<3 {
+            received.append(try #require(try await transport.next()["message"]?["delta"]?["data"]?["id"]?.int64Value))
+        }
+        #expect(received == [2, 4, 5])
+        try await transport.expectNothing(for: .milliseconds(20))
+    }
+
     @Test("a dead node's subscriptions are dropped from the store by the survivor")
     func reaping() async throws {
         let store = InMemorySubscriptionStore()

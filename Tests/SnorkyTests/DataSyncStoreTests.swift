@@ -33,18 +33,19 @@ struct DataSyncStoreTests {
         #expect(pending == [PendingSubscription(token: "t1", items: bytes("[1]")), PendingSubscription(token: "t2", items: bytes("[2]"))])
 
         let first = try await store.append([("t1", [bytes("a"), bytes("b")]), ("t2", [bytes("x")]), ("nope", [bytes("y")])], maxBuffered: 10)
-        #expect(first == AppendResult(buffered: ["t1", "t2"]))
+        #expect(first == AppendResult(buffered: ["t1", "t2"], sequence: 1))
         _ = try await store.append([("t1", [bytes("c")])], maxBuffered: 10)
 
-        #expect(try await store.acquire(token: "t1", owner: alice) == .acquired(items: bytes("[1]"), buffered: [bytes("a"), bytes("b"), bytes("c")]))
+        // Every append takes the next number; an acquire reports the last one taken.
+        #expect(try await store.acquire(token: "t1", owner: alice) == .acquired(items: bytes("[1]"), buffered: [bytes("a"), bytes("b"), bytes("c")], sequence: 2))
         #expect(try await store.acquire(token: "t1", owner: alice) == .alreadyAcquired)
         #expect(try await store.acquire(token: "t1", owner: bob) == .alreadyAcquired)
         #expect(try await store.acquire(token: "missing", owner: bob) == .notFound)
         #expect(try await store.pending().map(\.token) == ["t2"])
 
         // Once acquired, a token takes no more entries: they travel on the bus instead.
-        #expect(try await store.append([("t1", [bytes("d")]), ("t2", [bytes("z")])], maxBuffered: 10) == AppendResult(buffered: ["t2"]))
-        #expect(try await store.acquire(token: "t2", owner: bob) == .acquired(items: bytes("[2]"), buffered: [bytes("x"), bytes("z")]))
+        #expect(try await store.append([("t1", [bytes("d")]), ("t2", [bytes("z")])], maxBuffered: 10) == AppendResult(buffered: ["t2"], sequence: 3))
+        #expect(try await store.acquire(token: "t2", owner: bob) == .acquired(items: bytes("[2]"), buffered: [bytes("x"), bytes("z")], sequence: 3))
     }
 
     @Test("a pending token expires after its TTL; an acquired one does not")
@@ -60,7 +61,7 @@ struct DataSyncStoreTests {
         #expect(Set(try await store.pending().map(\.token)) == ["short", "long"])
         clock.advance(by: .milliseconds(1))
         #expect(try await store.pending().map(\.token) == ["long"])
-        #expect(try await store.append([("short", [bytes("a")])], maxBuffered: 10) == AppendResult())
+        #expect(try await store.append([("short", [bytes("a")])], maxBuffered: 10) == AppendResult(sequence: 1))
         #expect(try await store.acquire(token: "short", owner: alice) == .notFound)
         #expect(try await store.acquire(token: "taken", owner: bob) == .alreadyAcquired)
         // An expired token is gone: its name may be created again.
@@ -73,8 +74,8 @@ struct DataSyncStoreTests {
         let store = InMemorySubscriptionStore()
         _ = try await store.create(token: "t", items: [], ttl: .seconds(60))
         _ = try await store.create(token: "u", items: [], ttl: .seconds(60))
-        #expect(try await store.append([("t", [bytes("1"), bytes("2")])], maxBuffered: 2) == AppendResult(buffered: ["t"]))
-        #expect(try await store.append([("t", [bytes("3")]), ("u", [bytes("1")])], maxBuffered: 2) == AppendResult(buffered: ["u"], overflowed: ["t"]))
+        #expect(try await store.append([("t", [bytes("1"), bytes("2")])], maxBuffered: 2) == AppendResult(buffered: ["t"], sequence: 1))
+        #expect(try await store.append([("t", [bytes("3")]), ("u", [bytes("1")])], maxBuffered: 2) == AppendResult(buffered: ["u"], overflowed: ["t"], sequence: 2))
         #expect(try await store.acquire(token: "t", owner: alice) == .notFound)
         #expect(try await store.pending().map(\.token) == ["u"])
     }
