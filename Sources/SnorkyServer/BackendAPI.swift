@@ -139,7 +139,7 @@ final class BackendAPI: Sendable {
     /// which is a 503 so load balancers and retry logic see it.
     private static func status(of payload: ByteBuffer) -> HTTPResponseStatus {
         // Nearly every reply is a success: look for the message's bytes before parsing.
-        guard payload.readableBytesView.containsBytes(serviceUnavailableBytes),
+        guard payload.readableBytesView.contains(serviceUnavailableBytes),
             let envelope = try? Envelope.decode(payload.readableBytesView),
             envelope.message["type"] == "error",
             envelope.message["message"] == .string(RPCErrorMessage.serviceUnavailable)
@@ -154,20 +154,6 @@ final class BackendAPI: Sendable {
 }
 
 private let serviceUnavailableBytes = Array(RPCErrorMessage.serviceUnavailable.utf8)
-
-extension ByteBufferView {
-    /// Whether `needle` occurs in these bytes.
-    fileprivate func containsBytes(_ needle: [UInt8]) -> Bool {
-        guard let first = needle.first, needle.count <= count else { return needle.isEmpty }
-        var index = startIndex
-        let last = endIndex - needle.count
-        while index <= last {
-            if self[index] == first, self[index..<index + needle.count].elementsEqual(needle) { return true }
-            index += 1
-        }
-        return false
-    }
-}
 
 /// Compares secrets without an early exit, so response time does not reveal how many
 /// leading bytes of a guess were right.
