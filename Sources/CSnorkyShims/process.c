@@ -15,6 +15,11 @@
 #include <sys/prctl.h>
 #endif
 
+// posix_spawn_file_actions_addclosefrom_np and close_range: glibc 2.34 and later.
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+#define SNORKY_HAVE_CLOSEFROM 1
+#endif
+
 // Signals the child gets default handlers for, whatever the parent did with them
 // (SwiftNIO ignores SIGPIPE; a supervisor catches TERM/INT/HUP).
 static const int reset_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGPIPE };
@@ -89,6 +94,11 @@ static int spawn_with_posix_spawn(pid_t *pid, const char *path, char *const argv
     } else {
         for (int i = 0; i < nfds && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&actions, fds[i], 3 + i);
     }
+#ifdef SNORKY_HAVE_CLOSEFROM
+    // Descriptors opened without FD_CLOEXEC (SwiftNIO's sockets are) stay behind: a child
+    // holding a copy would keep the parent's connections open after the parent closes them.
+    if (rc == 0) rc = posix_spawn_file_actions_addclosefrom_np(&actions, 3 + nfds);
+#endif
 
     // A thread of the Swift runtime or libdispatch may block TERM/INT/HUP; the child
     // must not inherit that mask or it could never be stopped gracefully.
@@ -148,6 +158,11 @@ static void exec_in_child(pid_t parent, int report_fd, const char *path, char *c
     } else {
         for (int i = 0; i < nfds && err == 0; i++) if (dup2(fds[i], 3 + i) < 0) err = errno;
     }
+#ifdef SNORKY_HAVE_CLOSEFROM
+    // As in spawn_with_posix_spawn, nothing else is inherited; the report pipe closes on exec.
+    if (err == 0 && report_fd > 3 + nfds) close_range(3 + nfds, (unsigned)report_fd - 1, 0);
+    if (err == 0) close_range((unsigned)report_fd + 1, ~0U, 0);
+#endif
 
     if (err == 0) {
         sigset_t empty;

@@ -122,7 +122,7 @@ func sendSignal(_ signal: CInt, to pid: pid_t, group: Bool = false) -> Bool {
 
 /// glibc extensions Swift's Glibc module does not import (they need `_GNU_SOURCE`),
 /// looked up at run time. Both exist since glibc 2.34.
-private enum GlibcExtensions {
+enum GlibcExtensions {
     #if canImport(Darwin)
     typealias Actions = posix_spawn_file_actions_t?
     #else

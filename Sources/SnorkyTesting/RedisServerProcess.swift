@@ -395,6 +395,9 @@ public final class RedisServerProcess: Sendable {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         }
+        // Nothing else: a redis-server that inherited another test's Redis connection would
+        // keep that connection open after its owner closed it.
+        _ = GlibcExtensions.addCloseFrom?(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

@@ -75,6 +75,49 @@ import Testing
         #expect(text == expected.joined(separator: " "))
     }
 
+    /// SwiftNIO opens its sockets without FD_CLOEXEC; a child that inherited a worker's or
+    /// supervisor's connection would keep it open after the parent closed it.
+    @Test(arguments: [Int32(0), SIGTERM])
+    func descriptorsWithoutCloseOnExecAreNotInherited(deathSignal: Int32) async throws {
+        var fds: [Int32] = [-1, -1]
+        try #require(pipe(&fds) == 0)
+        // Far above anything placed at 3, 4, …; no FD_CLOEXEC on the copy.
+        let stray = fcntl(fds[0], F_DUPFD, 200)
+        close(fds[0])
+        close(fds[1])
+        try #require(stray >= 200)
+        defer { close(stray) }
+        let outputPipe = try StatusPipe()
+        defer { close(outputPipe.readEnd) }
+        let script = """
+            import os, sys
+            present = os.path.exists(f"/proc/self/fd/{sys.argv[1]}")
+            os.write(3, b"present" if present else b"absent")
+            """
+        let request = SpawnRequest(
+            path: TestWorker.python,
+            arguments: [TestWorker.python, "-c", script, "\(stray)"],
+            environment: ["PATH": "/usr/bin:/bin"],
+            inheritedDescriptors: [outputPipe.writeEnd],
+            deathSignal: deathSignal
+        )
+        let spawner = try SpawnerThread()
+        let pid = try #require(await spawner.run { request.spawn() }).get()
+        close(outputPipe.writeEnd)
+        let reader = outputPipe.readEnd
+        let (text, status) = try await DetachedThread.run(name: "test-reader") {
+            var data: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while case let count = read(reader, &buffer, buffer.count), count > 0 { data += buffer[0..<count] }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            return (String(decoding: data, as: UTF8.self), status)
+        }
+        spawner.stop()
+        #expect(ExitStatus(waitStatus: status) == .exited(code: 0))
+        #expect(text == "absent")
+    }
+
     @Test(arguments: [Int32(0), SIGTERM])
     func aMissingProgramIsAnErrorNotAChild(deathSignal: Int32) async throws {
         let request = SpawnRequest(

@@ -26,8 +26,8 @@ int snorky_pipe_cloexec(int fds[2]);
 /// pid in `*pid`.
 ///
 /// `fds[i]` (i < nfds) appears in the child as descriptor 3 + i, without FD_CLOEXEC;
-/// every other descriptor the caller marked FD_CLOEXEC is closed, and 0, 1, 2 are
-/// inherited. The child starts with an empty signal mask and default dispositions for
+/// every other descriptor is closed (with glibc 2.34 or later; before that only those
+/// marked FD_CLOEXEC), and 0, 1, 2 are inherited. The child starts with an empty signal mask and default dispositions for
 /// SIGTERM, SIGINT, SIGHUP, SIGCHLD and SIGPIPE, whatever the calling thread had.
 ///
 /// With `death_signal` == 0 this is posix_spawn (cheap: vfork-like). With a non-zero
