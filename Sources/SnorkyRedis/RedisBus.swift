@@ -57,11 +57,6 @@ public final class RedisBus: Bus {
         case shutdown
     }
 
-    private struct LocalDelivery {
-        let promise: EventLoopPromise<Void>
-        let timeout: Scheduled<Void>
-    }
-
     /// Confined to `eventLoop` (reached only through `state.value`, which checks it).
     private final class State {
         var phase = Phase.idle
@@ -73,7 +68,13 @@ public final class RedisBus: Bus {
         var failedAttempts = 0
         var releaseTimers: [String: Scheduled<Void>] = [:]
         /// Publications of ours awaiting their echo, by sequence number.
-        var localDeliveries: [UInt64: LocalDelivery] = [:]
+        var localDeliveries: [UInt64: EventLoopPromise<Void>] = [:]
+        /// When each of them stops waiting, in the order they were sent (so in deadline
+        /// order). Entries of echoes already back are dropped from the front as they
+        /// complete, or when the timer passes them.
+        var localDeliveryDeadlines = CircularBuffer<(sequence: UInt64, deadline: NIODeadline)>()
+        /// One timer for the oldest waiting publication, rather than one per publication.
+        var localDeliveryTimer: Scheduled<Void>?
         var started: EventLoopPromise<Void>?
         var reportedVersions: Set<UInt8> = []
 
@@ -155,9 +156,11 @@ public final class RedisBus: Bus {
         }
         let sequence = sequence.wrappingAdd(1, ordering: .relaxed).newValue
         let request = encodePublish(topic: topic, sequence: sequence, payload: payload)
-        let done = eventLoop.flatSubmit {
-            self.publishOnLoop(topic: topic, sequence: sequence, request: request)
-        }
+        // Backend calls already run on the bus's loop (a worker has one): no hop then.
+        let done =
+            eventLoop.inEventLoop
+            ? publishOnLoop(topic: topic, sequence: sequence, request: request)
+            : eventLoop.flatSubmit { self.publishOnLoop(topic: topic, sequence: sequence, request: request) }
         do {
             try await done.get()
         } catch let error as BusError {
@@ -265,10 +268,9 @@ public final class RedisBus: Bus {
         }
         // We subscribe to the topic: wait for our own publication to come back.
         let delivered = eventLoop.makePromise(of: Void.self)
-        let timeout = eventLoop.scheduleTask(in: configuration.localDeliveryTimeout) {
-            self.localDeliveryTimedOut(sequence)
-        }
-        state.localDeliveries[sequence] = LocalDelivery(promise: delivered, timeout: timeout)
+        state.localDeliveries[sequence] = delivered
+        state.localDeliveryDeadlines.append((sequence, .now() + configuration.localDeliveryTimeout))
+        armLocalDeliveryTimer(state: state)
         return accepted.flatMap { receivers in
             // Nobody received it, so neither did we (our subscription is gone): don't wait.
             if receivers == 0 { self.completeLocalDelivery(sequence) }
@@ -280,25 +282,49 @@ public final class RedisBus: Bus {
     }
 
     private func completeLocalDelivery(_ sequence: UInt64) {
-        if let delivery = state.value.localDeliveries.removeValue(forKey: sequence) {
-            delivery.timeout.cancel()
-            delivery.promise.succeed()
+        let state = self.state.value
+        guard let delivered = state.localDeliveries.removeValue(forKey: sequence) else { return }
+        while let oldest = state.localDeliveryDeadlines.first, state.localDeliveries[oldest.sequence] == nil {
+            state.localDeliveryDeadlines.removeFirst()
+        }
+        delivered.succeed()
+    }
+
+    private func armLocalDeliveryTimer(state: State) {
+        guard state.localDeliveryTimer == nil, let oldest = state.localDeliveryDeadlines.first else { return }
+        state.localDeliveryTimer = eventLoop.scheduleTask(deadline: oldest.deadline) {
+            self.localDeliveryTimerFired()
         }
     }
 
-    private func localDeliveryTimedOut(_ sequence: UInt64) {
-        if let delivery = state.value.localDeliveries.removeValue(forKey: sequence) {
-            logger.debug("own publication not back within the timeout; returning anyway", metadata: ["sequence": "\(sequence)"])
-            delivery.promise.succeed()
+    /// Publications whose echo is overdue return anyway (the subscriber connection may be
+    /// slow or reconnecting); the timer moves on to the next one still waiting.
+    private func localDeliveryTimerFired() {
+        let state = self.state.value
+        state.localDeliveryTimer = nil
+        let now = NIODeadline.now()
+        while let oldest = state.localDeliveryDeadlines.first {
+            guard let delivered = state.localDeliveries[oldest.sequence] else {
+                state.localDeliveryDeadlines.removeFirst()
+                continue
+            }
+            guard oldest.deadline <= now else { break }
+            state.localDeliveryDeadlines.removeFirst()
+            state.localDeliveries[oldest.sequence] = nil
+            logger.debug("own publication not back within the timeout; returning anyway", metadata: ["sequence": "\(oldest.sequence)"])
+            delivered.succeed()
         }
+        armLocalDeliveryTimer(state: state)
     }
 
     private func failLocalDeliveries(_ error: BusError, state: State) {
         let deliveries = state.localDeliveries
         state.localDeliveries = [:]
-        for delivery in deliveries.values {
-            delivery.timeout.cancel()
-            delivery.promise.fail(error)
+        state.localDeliveryDeadlines.removeAll()
+        state.localDeliveryTimer?.cancel()
+        state.localDeliveryTimer = nil
+        for delivered in deliveries.values {
+            delivered.fail(error)
         }
     }
 

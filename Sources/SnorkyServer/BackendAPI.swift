@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -139,7 +144,7 @@ final class BackendAPI: Sendable {
     /// which is a 503 so load balancers and retry logic see it.
     private static func status(of payload: ByteBuffer) -> HTTPResponseStatus {
         // Nearly every reply is a success: look for the message's bytes before parsing.
-        guard payload.readableBytesView.contains(serviceUnavailableBytes),
+        guard contains(payload, serviceUnavailableBytes),
             let envelope = try? Envelope.decode(payload.readableBytesView),
             envelope.message["type"] == "error",
             envelope.message["message"] == .string(RPCErrorMessage.serviceUnavailable)
@@ -154,6 +159,26 @@ final class BackendAPI: Sendable {
 }
 
 private let serviceUnavailableBytes = Array(RPCErrorMessage.serviceUnavailable.utf8)
+
+/// Whether `needle` occurs in the readable bytes of `buffer`: `memchr` finds each candidate
+/// first byte, `memcmp` checks the rest. The standard library's subsequence search is
+/// generic and unspecialized here, and cost more than the rest of a reply's path together.
+private func contains(_ buffer: ByteBuffer, _ needle: [UInt8]) -> Bool {
+    guard let first = needle.first else { return true }
+    return buffer.withUnsafeReadableBytes { haystack in
+        needle.withUnsafeBytes { needle in
+            guard var cursor = haystack.baseAddress, let needleBase = needle.baseAddress else { return false }
+            let end = cursor + haystack.count
+            while end - cursor >= needle.count {
+                guard let hit = memchr(cursor, Int32(first), end - cursor) else { return false }
+                if end - UnsafeRawPointer(hit) < needle.count { return false }
+                if memcmp(hit, needleBase, needle.count) == 0 { return true }
+                cursor = UnsafeRawPointer(hit) + 1
+            }
+            return false
+        }
+    }
+}
 
 /// Compares secrets without an early exit, so response time does not reveal how many
 /// leading bytes of a guess were right.

@@ -30,8 +30,9 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
         case discarding
     }
 
-    /// One request, from arrival until its reply is written.
-    private struct Exchange {
+    /// One request, from arrival until its reply is written. A class, so the queue's entries
+    /// are updated in place as their calls start and finish.
+    private final class Exchange {
         enum Progress {
             /// A backend call not started yet: an earlier call must be answered first.
             case waiting(BackendAPI.Call)
@@ -44,9 +45,23 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
         let head: HTTPRequestHead
         var progress: Progress
         /// When a running call (or a reply being fetched) gets its 504.
-        var deadline = NIODeadline.distantFuture
-        var closeAfter = false
-        var extraHeaders: [(String, String)] = []
+        var deadline: NIODeadline
+        var closeAfter: Bool
+        var extraHeaders: [(String, String)]
+        /// A request to `/backend`, counted in the backend request metrics by status.
+        let isBackendRequest: Bool
+
+        init(
+            head: HTTPRequestHead, progress: Progress, deadline: NIODeadline = .distantFuture,
+            closeAfter: Bool = false, extraHeaders: [(String, String)] = []
+        ) {
+            self.head = head
+            self.progress = progress
+            self.deadline = deadline
+            self.closeAfter = closeAfter || !head.isKeepAlive
+            self.extraHeaders = extraHeaders
+            self.isBackendRequest = requestPath(head.uri) == "/backend"
+        }
 
         var isAnswered: Bool {
             if case .answered = progress { return true }
@@ -67,6 +82,12 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
     /// In request order; `firstID` is the id of `exchanges.first`.
     private var exchanges = CircularBuffer<Exchange>()
     private var firstID: UInt64 = 0
+    /// The offset in `exchanges` of the first call not started yet: every exchange before it
+    /// is running, answered or fetching. Calls start in request order.
+    private var firstUnstarted = 0
+    /// Calls started and not answered yet; when one of them runs sequentially it is the only one.
+    private var runningCalls = 0
+    private var isSequentialCallRunning = false
     /// A reply that closes the connection was queued: later requests are ignored.
     private var isFinished = false
     private var isReadHeld = false
@@ -176,8 +197,6 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
 
     @discardableResult
     private func append(_ exchange: Exchange) -> UInt64 {
-        var exchange = exchange
-        if !exchange.head.isKeepAlive { exchange.closeAfter = true }
         if exchange.closeAfter { isFinished = true }
         exchanges.append(exchange)
         return firstID + UInt64(exchanges.count - 1)
@@ -200,41 +219,50 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
 
     /// Starts waiting calls, in order: a call that runs concurrently starts while the calls
     /// before it that are still running all run concurrently too; any other call starts only
-    /// once everything before it is answered, and holds back everything after it.
+    /// once everything before it is answered, and holds back everything after it. Each
+    /// exchange is looked at once on its way past `firstUnstarted`.
     private func startCalls(context: ChannelHandlerContext) {
         defer { armTimer(context: context) }
         guard let executor else { return }
-        var onlyConcurrentRunning = false
-        for offset in 0..<exchanges.count {
-            switch exchanges[offset: offset].progress {
-            case .answered, .fetching:
+        while firstUnstarted < exchanges.count {
+            let exchange = exchanges[offset: firstUnstarted]
+            guard case .waiting(let call) = exchange.progress else {
+                firstUnstarted += 1
                 continue
-            case .running(let call, _):
-                guard call.runsConcurrently else { return }
-                onlyConcurrentRunning = true
-            case .waiting(let call):
-                if onlyConcurrentRunning && !call.runsConcurrently { return }
-                let transport = api.start(call, eventLoop: context.eventLoop, executor: executor)
-                exchanges[offset: offset].progress = .running(call, transport)
-                exchanges[offset: offset].deadline = .now() + api.requestTimeout
-                let id = firstID + UInt64(offset)
-                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-                let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
-                transport.reply.whenSuccess { payload in
-                    handler.value.complete(id, with: BackendAPI.reply(to: payload), context: boundContext.value)
-                }
-                guard call.runsConcurrently else { return }
-                onlyConcurrentRunning = true
+            }
+            if isSequentialCallRunning || (!call.runsConcurrently && runningCalls > 0) { return }
+            let transport = api.start(call, eventLoop: context.eventLoop, executor: executor)
+            exchange.progress = .running(call, transport)
+            exchange.deadline = .now() + api.requestTimeout
+            runningCalls += 1
+            isSequentialCallRunning = !call.runsConcurrently
+            let id = firstID + UInt64(firstUnstarted)
+            firstUnstarted += 1
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            transport.reply.whenSuccess { payload in
+                handler.value.complete(id, with: BackendAPI.reply(to: payload), context: boundContext.value)
             }
         }
     }
 
     private func complete(_ id: UInt64, with reply: BackendAPI.Reply, context: ChannelHandlerContext) {
         guard let offset = offset(of: id) else { return }  // timed out and written already
-        if exchanges[offset: offset].isAnswered { return }
-        exchanges[offset: offset].progress = .answered(reply)
+        let exchange = exchanges[offset: offset]
+        if exchange.isAnswered { return }
+        settle(exchange, with: reply)
         writeAnswered(context: context)
         startCalls(context: context)
+    }
+
+    /// Records the reply of a running call or fetch; a call no longer running lets the ones
+    /// behind it start.
+    private func settle(_ exchange: Exchange, with reply: BackendAPI.Reply) {
+        if case .running = exchange.progress {
+            runningCalls -= 1
+            isSequentialCallRunning = false
+        }
+        exchange.progress = .answered(reply)
     }
 
     /// Writes the answered replies at the front of the queue; one flush per loop pass.
@@ -243,6 +271,7 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
         while let first = exchanges.first, case .answered(let reply) = first.progress {
             exchanges.removeFirst()
             firstID += 1
+            firstUnstarted = max(firstUnstarted - 1, 0)
             write(context: context, exchange: first, reply: reply)
             wrote = true
             if first.closeAfter {
@@ -273,11 +302,12 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
     /// Writes a reply's head and body; the caller writes its end.
     private func write(context: ChannelHandlerContext, exchange: Exchange, reply: BackendAPI.Reply) {
         let head = exchange.head
-        if requestPath(head.uri) == "/backend" { api.metrics.backendRequests.record(Int(reply.status.code)) }
+        if exchange.isBackendRequest { api.metrics.backendRequests.record(Int(reply.status.code)) }
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.readableBytes))
-        for (name, value) in reply.headers + exchange.extraHeaders { headers.add(name: name, value: value) }
+        for (name, value) in reply.headers { headers.add(name: name, value: value) }
+        for (name, value) in exchange.extraHeaders { headers.add(name: name, value: value) }
         if exchange.closeAfter { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: reply.status, headers: headers))), promise: nil)
         if head.method != .HEAD {
@@ -300,15 +330,14 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
     private func timerFired(context: ChannelHandlerContext) {
         timer = nil
         let now = NIODeadline.now()
-        for offset in 0..<exchanges.count where exchanges[offset: offset].deadline <= now {
-            switch exchanges[offset: offset].progress {
-            case .answered: continue
+        for exchange in exchanges where exchange.deadline <= now {
+            switch exchange.progress {
+            case .answered, .waiting: continue
             case .fetching:
-                exchanges[offset: offset].progress = .answered(api.timedOut(what: requestPath(exchanges[offset: offset].head.uri)))
-            case .waiting: continue
+                settle(exchange, with: api.timedOut(what: requestPath(exchange.head.uri)))
             case .running(let call, let transport):
                 transport.abandon()
-                exchanges[offset: offset].progress = .answered(api.timedOut(what: call.service.name))
+                settle(exchange, with: api.timedOut(what: call.service.name))
             }
         }
         writeAnswered(context: context)

@@ -225,7 +225,8 @@ public final class SnorkyServer: Sendable {
 
 /// The path part of a request URI (no query string).
 func requestPath(_ uri: String) -> String {
-    uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? uri
+    guard let query = uri.utf8.firstIndex(of: UInt8(ascii: "?")) else { return uri }
+    return String(uri[..<query])
 }
 
 /// Counts a connection the moment it is accepted, before it is registered on its event
