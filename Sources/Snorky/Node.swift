@@ -278,8 +278,7 @@ public final class Node: BusReceiver, Sendable {
         topic: String,
         excluding: Client? = nil
     ) async throws(BusError) {
-        var bytes: [UInt8] = []
-        Envelope.encode(service: service, message: message, into: &bytes)
+        let bytes = Envelope.encodedBytes(service: service, message: message)
         try await publish(topic: topic, envelope: bytes, excluding: excluding.map(address(of:)))
     }
 
@@ -290,8 +289,7 @@ public final class Node: BusReceiver, Sendable {
             localClient(id: address.clientID)?.send(service: service, message: message)
             return
         }
-        var bytes: [UInt8] = []
-        Envelope.encode(service: service, message: message, into: &bytes)
+        let bytes = Envelope.encodedBytes(service: service, message: message)
         try await publishOnBus(topic: "node:\(address.nodeID)", payload: NodePublication.inbox(clientID: address.clientID, envelope: bytes))
     }
 

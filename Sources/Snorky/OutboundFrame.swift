@@ -11,25 +11,23 @@ public struct OutboundFrame: Sendable {
 
     public init(payload: some Collection<UInt8>) {
         let length = payload.count
-        var header: [UInt8] = [0x81]  // FIN + text opcode
-        if length < 126 {
-            header.append(UInt8(length))
-        } else if length <= Int(UInt16.max) {
-            header.append(126)
-            header.append(UInt8(length >> 8))
-            header.append(UInt8(length & 0xFF))
-        } else {
-            header.append(127)
-            for shift in stride(from: 56, through: 0, by: -8) {
-                header.append(UInt8((UInt64(length) >> UInt64(shift)) & 0xFF))
-            }
-        }
+        let headerLength = length < 126 ? 2 : length <= Int(UInt16.max) ? 4 : 10
         var wire = ByteBuffer()
-        wire.reserveCapacity(header.count + length)
-        wire.writeBytes(header)
+        wire.reserveCapacity(headerLength + length)
+        wire.writeInteger(UInt8(0x81))  // FIN + text opcode
+        switch headerLength {
+        case 2:
+            wire.writeInteger(UInt8(length))
+        case 4:
+            wire.writeInteger(UInt8(126))
+            wire.writeInteger(UInt16(length))  // network byte order
+        default:
+            wire.writeInteger(UInt8(127))
+            wire.writeInteger(UInt64(length))
+        }
         wire.writeBytes(payload)
         self.wire = wire
-        self.headerLength = header.count
+        self.headerLength = headerLength
     }
 
     public init(payload: ByteBuffer) {
@@ -38,9 +36,7 @@ public struct OutboundFrame: Sendable {
 
     /// An envelope frame `{"service": service, "message": message}`.
     public init(service: String, message: JSON) {
-        var bytes: [UInt8] = []
-        Envelope.encode(service: service, message: message, into: &bytes)
-        self.init(payload: bytes)
+        self.init(payload: Envelope.encodedBytes(service: service, message: message))
     }
 
     /// The text message carried by the frame.

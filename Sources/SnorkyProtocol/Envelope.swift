@@ -35,8 +35,15 @@ public struct Envelope: Sendable, Equatable {
     }
 
     public func encodedBytes() -> [UInt8] {
+        Envelope.encodedBytes(service: service, message: message)
+    }
+
+    /// `{"service": service, "message": message}` in a fresh array with room for a typical
+    /// message, so encoding one does not regrow the array several times.
+    public static func encodedBytes(service: String, message: JSON) -> [UInt8] {
         var output: [UInt8] = []
-        Envelope.encode(service: service, message: message, into: &output)
+        output.reserveCapacity(256)
+        encode(service: service, message: message, into: &output)
         return output
     }
 

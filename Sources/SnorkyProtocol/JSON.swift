@@ -143,6 +143,7 @@ public struct JSONObject: Sendable {
     /// Later duplicates of a key replace earlier ones, as JSON parsers conventionally do.
     public init(_ pairs: some Sequence<(String, JSON)>) {
         members = []
+        members.reserveCapacity(pairs.underestimatedCount)
         for (key, value) in pairs {
             self[key] = value
         }

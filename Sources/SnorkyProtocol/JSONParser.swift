@@ -113,6 +113,7 @@ struct JSONByteParser: ~Copyable {
             index += 1
             return .object(JSONObject(uncheckedUniqueMembers: members))
         }
+        members.reserveCapacity(4)  // one allocation for the small objects of RPC messages
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
@@ -163,6 +164,7 @@ struct JSONByteParser: ~Copyable {
             index += 1
             return .array(elements)
         }
+        elements.reserveCapacity(4)
         while true {
             skipWhitespace()
             elements.append(try parseValue())

@@ -25,7 +25,9 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
 
     private enum ReadState {
         case idle
-        case receiving(HTTPRequestHead, ByteBuffer)
+        /// The body so far: nil before its first chunk. A body that arrives in one chunk
+        /// (nearly all of them) is that chunk, not a copy.
+        case receiving(HTTPRequestHead, ByteBuffer?)
         /// Body too large: ignore parts until `.end`.
         case discarding
     }
@@ -124,18 +126,23 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
                 tooLarge(context: context, head: head)
                 return
             }
-            readState = .receiving(head, context.channel.allocator.buffer(capacity: 0))
-        case (.body(var chunk), .receiving(let head, var body)):
-            guard body.readableBytes + chunk.readableBytes <= maxBodySize else {
+            readState = .receiving(head, nil)
+        case (.body(var chunk), .receiving(let head, let body)):
+            guard (body?.readableBytes ?? 0) + chunk.readableBytes <= maxBodySize else {
                 readState = .discarding
                 tooLarge(context: context, head: head)
                 return
             }
-            body.writeBuffer(&chunk)
-            readState = .receiving(head, body)
+            if var body {
+                readState = .idle  // keep `body` uniquely referenced while it grows
+                body.writeBuffer(&chunk)
+                readState = .receiving(head, body)
+            } else {
+                readState = .receiving(head, chunk)
+            }
         case (.end, .receiving(let head, let body)):
             readState = .idle
-            route(context: context, head: head, body: body)
+            route(context: context, head: head, body: body ?? ByteBuffer())
         case (.end, .discarding):
             readState = .idle
         case (.body, _), (.end, .idle):
