@@ -30,6 +30,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Where raw frames are written: the frame encoder's context (writes from it go only
     /// through the handlers between it and the socket).
     private var rawContext: ChannelHandlerContext?
+    /// The channel's allocator, kept here: reaching it through the context on every
+    /// delivery costs a retain and release of the channel.
+    private var allocator = ByteBufferAllocator()
     private var client: Client?
     private var transport: ChannelTransport?
     private var isClosing = false
@@ -60,6 +63,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.rawContext = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
+        self.allocator = context.channel.allocator
         let transport = ChannelTransport(handler: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop)
         self.transport = transport
         // A refused connection is not registered, so it takes no place while it closes, and
@@ -201,8 +205,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     // MARK: Called through ChannelTransport, on the event loop
 
     func write(_ frame: OutboundFrame) {
-        guard !isClosing, let rawContext else { return }
-        unflushed.append(frame.wire, allocator: rawContext.channel.allocator)
+        guard !isClosing, rawContext != nil else { return }
+        unflushed.append(frame.wire, allocator: allocator)
     }
 
     func flush() {
