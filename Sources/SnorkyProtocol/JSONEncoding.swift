@@ -84,8 +84,16 @@ extension JSON {
             output.append(UInt8(ascii: "\""))
             return
         }
-        for byte in string.utf8 {
-            writeEscaped(byte, into: &output)
+        // Most strings need no escaping: then their bytes go in with one copy.
+        let plain = string.utf8.withContiguousStorageIfAvailable { bytes in
+            !bytes.contains { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }
+        }
+        if plain == true {
+            output.append(contentsOf: string.utf8)
+        } else {
+            for byte in string.utf8 {
+                writeEscaped(byte, into: &output)
+            }
         }
         output.append(UInt8(ascii: "\""))
     }

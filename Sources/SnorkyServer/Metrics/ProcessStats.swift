@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// This process's CPU time, memory, start time and file descriptors, from `/proc` (Linux).
 /// Exported under the names Prometheus's client libraries use for every process
@@ -21,9 +22,9 @@ struct ProcessStats: Sendable, Equatable {
         guard let stat = MetricsDirectory.readFile("/proc/self/stat"),
             var stats = parse(stat: String(decoding: stat, as: UTF8.self),
                 ticksPerSecond: Double(sysconf(Int32(_SC_CLK_TCK))), pageSize: Double(sysconf(Int32(_SC_PAGESIZE))),
-                bootTime: bootTime())
+                bootTime: bootTimeSeconds)
         else { return nil }
-        stats.openFileDescriptors = openFileDescriptorCount()
+        stats.openFileDescriptors = recentOpenFileDescriptorCount()
         var limit = rlimit()
         if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max {
             stats.maxFileDescriptors = Int(limit.rlim_cur)
@@ -60,6 +61,23 @@ struct ProcessStats: Sendable, Equatable {
             return Double(line.dropFirst("btime ".count))
         }
         return nil
+    }
+
+    private static let bootTimeSeconds = bootTime()
+
+    /// Counting walks `/proc/self/fd`, an entry per connection, and workers export their
+    /// stats every second: the count is refreshed at most every `fileDescriptorCountMaxAge`.
+    private static let fileDescriptorCountMaxAge = Duration.seconds(10)
+    private static let cachedFileDescriptorCount = Mutex<(count: Int?, at: ContinuousClock.Instant)?>(nil)
+
+    private static func recentOpenFileDescriptorCount() -> Int? {
+        let now = ContinuousClock.now
+        if let cached = cachedFileDescriptorCount.withLock({ $0 }), now - cached.at < fileDescriptorCountMaxAge {
+            return cached.count
+        }
+        let count = openFileDescriptorCount()
+        cachedFileDescriptorCount.withLock { $0 = (count, now) }
+        return count
     }
 
     private static func openFileDescriptorCount() -> Int? {
