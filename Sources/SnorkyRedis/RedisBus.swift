@@ -57,6 +57,21 @@ public final class RedisBus: Bus {
         case shutdown
     }
 
+    /// An own publication on a topic this worker subscribes to: its `publish` returns once
+    /// Redis accepted it and its copy came back (or the wait for the copy timed out).
+    private struct LocalDelivery {
+        let promise: EventLoopPromise<Void>
+        var accepted = false
+        var echoed = false
+    }
+
+    private enum LocalDeliveryEvent {
+        /// Redis answered the PUBLISH.
+        case accepted
+        /// The copy came back, or will not (nobody received it, or the wait timed out).
+        case echoed
+    }
+
     /// Confined to `eventLoop` (reached only through `state.value`, which checks it).
     private final class State {
         var phase = Phase.idle
@@ -67,8 +82,8 @@ public final class RedisBus: Bus {
         var hasConnected = false
         var failedAttempts = 0
         var releaseTimers: [String: Scheduled<Void>] = [:]
-        /// Publications of ours awaiting their echo, by sequence number.
-        var localDeliveries: [UInt64: EventLoopPromise<Void>] = [:]
+        /// Publications of ours awaiting Redis's reply and their echo, by sequence number.
+        var localDeliveries: [UInt64: LocalDelivery] = [:]
         /// When each of them stops waiting, in the order they were sent (so in deadline
         /// order). Entries of echoes already back are dropped from the front as they
         /// complete, or when the timer passes them.
@@ -251,43 +266,62 @@ public final class RedisBus: Bus {
         return buffer
     }
 
+    /// The future completes when Redis has the publication and, if this worker subscribes
+    /// to the topic, its own copy has come back and been handed to the receiver.
     private func publishOnLoop(topic: String, sequence: UInt64, request: ByteBuffer) -> EventLoopFuture<Void> {
         let state = self.state.value
         guard case .connected(let connections) = state.phase else {
             return eventLoop.makeFailedFuture(BusError.unavailable("not connected to Redis"))
         }
-        let accepted = connections.command.submit(encoded: request).flatMapThrowing { reply -> Int64 in
-            switch reply {
-            case .integer(let receivers): return receivers
-            case .error(let message): throw BusError.unavailable("Redis refused PUBLISH: \(message)")
-            default: throw BusError.unavailable("unexpected PUBLISH reply \(reply)")
+        let done = eventLoop.makePromise(of: Void.self)
+        let waitsForEcho = state.subscriptions.isSubscribed(topic)
+        if waitsForEcho {
+            // Owned by `localDeliveries` from here: whoever removes it completes it.
+            state.localDeliveries[sequence] = LocalDelivery(promise: done)
+            state.localDeliveryDeadlines.append((sequence, .now() + configuration.localDeliveryTimeout))
+            armLocalDeliveryTimer(state: state)
+        }
+        connections.command.submit(encoded: request).whenComplete { result in
+            let failure: BusError
+            switch result {
+            case .success(.integer(let receivers)):
+                if !waitsForEcho {
+                    done.succeed()
+                } else {
+                    self.localDelivery(sequence, .accepted)
+                    // Nobody received it, so neither did we (our subscription is gone): don't wait.
+                    if receivers == 0 { self.localDelivery(sequence, .echoed) }
+                }
+                return
+            case .success(.error(let message)): failure = .unavailable("Redis refused PUBLISH: \(message)")
+            case .success(let reply): failure = .unavailable("unexpected PUBLISH reply \(reply)")
+            case .failure(let error): failure = (error as? BusError) ?? .unavailable("\(error)")
+            }
+            if !waitsForEcho {
+                done.fail(failure)
+            } else if let waiting = self.state.value.localDeliveries.removeValue(forKey: sequence) {
+                waiting.promise.fail(failure)
             }
         }
-        guard state.subscriptions.isSubscribed(topic) else {
-            return accepted.map { _ in }
-        }
-        // We subscribe to the topic: wait for our own publication to come back.
-        let delivered = eventLoop.makePromise(of: Void.self)
-        state.localDeliveries[sequence] = delivered
-        state.localDeliveryDeadlines.append((sequence, .now() + configuration.localDeliveryTimeout))
-        armLocalDeliveryTimer(state: state)
-        return accepted.flatMap { receivers in
-            // Nobody received it, so neither did we (our subscription is gone): don't wait.
-            if receivers == 0 { self.completeLocalDelivery(sequence) }
-            return delivered.futureResult
-        }.flatMapError { error in
-            self.completeLocalDelivery(sequence)
-            return self.eventLoop.makeFailedFuture(error)
-        }
+        return done.futureResult
     }
 
-    private func completeLocalDelivery(_ sequence: UInt64) {
+    private func localDelivery(_ sequence: UInt64, _ event: LocalDeliveryEvent) {
         let state = self.state.value
-        guard let delivered = state.localDeliveries.removeValue(forKey: sequence) else { return }
+        guard var delivery = state.localDeliveries[sequence] else { return }
+        switch event {
+        case .accepted: delivery.accepted = true
+        case .echoed: delivery.echoed = true
+        }
+        guard delivery.accepted && delivery.echoed else {
+            state.localDeliveries[sequence] = delivery
+            return
+        }
+        state.localDeliveries[sequence] = nil
         while let oldest = state.localDeliveryDeadlines.first, state.localDeliveries[oldest.sequence] == nil {
             state.localDeliveryDeadlines.removeFirst()
         }
-        delivered.succeed()
+        delivery.promise.succeed()
     }
 
     private func armLocalDeliveryTimer(state: State) {
@@ -304,15 +338,14 @@ public final class RedisBus: Bus {
         state.localDeliveryTimer = nil
         let now = NIODeadline.now()
         while let oldest = state.localDeliveryDeadlines.first {
-            guard let delivered = state.localDeliveries[oldest.sequence] else {
+            if state.localDeliveries[oldest.sequence] != nil {
+                guard oldest.deadline <= now else { break }
+                logger.debug("own publication not back within the timeout; returning anyway", metadata: ["sequence": "\(oldest.sequence)"])
                 state.localDeliveryDeadlines.removeFirst()
-                continue
+                localDelivery(oldest.sequence, .echoed)
+            } else {
+                state.localDeliveryDeadlines.removeFirst()  // completed already
             }
-            guard oldest.deadline <= now else { break }
-            state.localDeliveryDeadlines.removeFirst()
-            state.localDeliveries[oldest.sequence] = nil
-            logger.debug("own publication not back within the timeout; returning anyway", metadata: ["sequence": "\(oldest.sequence)"])
-            delivered.succeed()
         }
         armLocalDeliveryTimer(state: state)
     }
@@ -323,8 +356,8 @@ public final class RedisBus: Bus {
         state.localDeliveryDeadlines.removeAll()
         state.localDeliveryTimer?.cancel()
         state.localDeliveryTimer = nil
-        for delivered in deliveries.values {
-            delivered.fail(error)
+        for delivery in deliveries.values {
+            delivery.promise.fail(error)
         }
     }
 
@@ -519,7 +552,7 @@ extension RedisBus: RedisSubscriberDelegate {
             let state = self.state.value
             state.receiver?.deliver(topic: topic, payload: envelope.payload)
             if envelope.publisherID == publisherID, !state.localDeliveries.isEmpty {
-                completeLocalDelivery(envelope.sequence)
+                localDelivery(envelope.sequence, .echoed)
             }
         case .unsupportedVersion(let version):
             dropped.add(1, ordering: .relaxed)

@@ -136,13 +136,13 @@ public final class RedisConnection: Sendable {
     /// issued together (e.g. publications from pipelined backend requests) share one
     /// syscall.
     private func writeOnLoop(_ request: RedisRequest) {
-        // If the channel is already torn down the handler never sees the request: fail its
-        // promises from the write's failure (completing a promise twice is a no-op).
-        let written = eventLoop.makePromise(of: Void.self)
-        written.futureResult.whenFailure { error in
-            request.fail((error as? RedisError) ?? RedisError.connectionClosed)
+        // A closed channel loses its handlers, which would never see the request; an open
+        // one's handler owns the request's promises from here, failures included.
+        guard channel.isActive else {
+            request.fail(RedisError.connectionClosed)
+            return
         }
-        channel.write(request, promise: written)
+        channel.write(request, promise: nil)
         guard !flushQueued.value else { return }
         flushQueued.value = true
         eventLoop.execute {
