@@ -52,7 +52,15 @@ public final class RESPParser {
         }
         guard let reply else { return nil }
         defer { freeReplyObject(reply) }
-        return Self.convert(UnsafePointer(reply.assumingMemoryBound(to: redisReply.self)), allocator: allocator)
+        let node = UnsafePointer(reply.assumingMemoryBound(to: redisReply.self))
+        // Every bulk string of the reply is a slice of one buffer: a pub/sub message (kind,
+        // channel, payload) costs one allocation, not three.
+        // (All bytes are written before the first slice is taken: writing to a buffer that
+        // a slice shares would copy it.)
+        var strings = allocator.buffer(capacity: Self.bulkStringBytes(node))
+        Self.writeBulkStrings(node, into: &strings)
+        var offset = strings.readerIndex
+        return Self.convert(node, slicing: strings, at: &offset)
     }
 
     private func fail() -> RedisError {
@@ -64,15 +72,44 @@ public final class RESPParser {
         return error
     }
 
-    private static func convert(_ reply: UnsafePointer<redisReply>, allocator: ByteBufferAllocator) -> RESPValue {
+    private static func bulkStringBytes(_ reply: UnsafePointer<redisReply>) -> Int {
         let node = reply.pointee
         switch node.type {
         case REDIS_REPLY_STRING:
-            var buffer = allocator.buffer(capacity: node.len)
-            if node.len > 0 {
-                buffer.writeBytes(UnsafeRawBufferPointer(start: node.str, count: node.len))
+            return node.len
+        case REDIS_REPLY_ARRAY:
+            var total = 0
+            for index in 0..<node.elements {
+                if let element = node.element[index] { total += bulkStringBytes(UnsafePointer(element)) }
             }
-            return .bulkString(buffer)
+            return total
+        default:
+            return 0
+        }
+    }
+
+    private static func writeBulkStrings(_ reply: UnsafePointer<redisReply>, into strings: inout ByteBuffer) {
+        let node = reply.pointee
+        switch node.type {
+        case REDIS_REPLY_STRING where node.len > 0:
+            strings.writeBytes(UnsafeRawBufferPointer(start: node.str, count: node.len))
+        case REDIS_REPLY_ARRAY:
+            for index in 0..<node.elements {
+                if let element = node.element[index] { writeBulkStrings(UnsafePointer(element), into: &strings) }
+            }
+        default:
+            break
+        }
+    }
+
+    /// The reply as a `RESPValue`; its bulk strings are the slices of `strings` from `offset`
+    /// on, in order.
+    private static func convert(_ reply: UnsafePointer<redisReply>, slicing strings: ByteBuffer, at offset: inout Int) -> RESPValue {
+        let node = reply.pointee
+        switch node.type {
+        case REDIS_REPLY_STRING:
+            defer { offset += node.len }
+            return .bulkString(strings.getSlice(at: offset, length: node.len)!)
         case REDIS_REPLY_STATUS:
             return .simpleString(text(node))
         case REDIS_REPLY_ERROR:
@@ -84,7 +121,7 @@ public final class RESPParser {
             values.reserveCapacity(node.elements)
             for index in 0..<node.elements {
                 if let element = node.element[index] {
-                    values.append(convert(UnsafePointer(element), allocator: allocator))
+                    values.append(convert(UnsafePointer(element), slicing: strings, at: &offset))
                 } else {
                     values.append(.null)
                 }
