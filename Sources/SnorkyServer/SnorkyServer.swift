@@ -216,8 +216,7 @@ public final class SnorkyServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(BackendHTTPHandler(api: api, maxBodySize: maxBodySize))
+                    try BackendHTTPHandler.configurePipeline(channel.pipeline.syncOperations, api: api, maxBodySize: maxBodySize)
                 }
             }
     }

@@ -124,6 +124,38 @@ public enum HTTPTestClient {
         }
     }
 
+    /// Sends `bytes` as they are and returns everything the server sends back until it
+    /// closes the connection: for requests no HTTP client would write.
+    public static func raw(
+        host: String,
+        port: Int,
+        bytes: String,
+        timeout: Duration = .seconds(10),
+        on group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> String {
+        let (channel, received): (any Channel, EventLoopFuture<ByteBuffer>)
+        do {
+            (channel, received) = try await ClientBootstrap(group: group)
+                .connectTimeout(TimeAmount(timeout))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let collector = ByteCollector(promise: channel.eventLoop.makePromise())
+                        try channel.pipeline.syncOperations.addHandler(collector)
+                        return (channel, collector.promise.futureResult)
+                    }
+                }
+        } catch {
+            throw HTTPTestClientError.connectionFailed(host: host, port: port, reason: "\(error)")
+        }
+        defer { channel.close(promise: nil) }
+        try await channel.writeAndFlush(ByteBuffer(string: bytes))
+        do {
+            return String(buffer: try await received.get(timeout: timeout, closing: channel))
+        } catch is ChannelOperationTimedOut {
+            throw HTTPTestClientError.timedOut(method: "raw", path: "-", after: timeout)
+        }
+    }
+
     /// `request` with a text body (sent as UTF-8).
     public static func request(
         method: String = "POST",
@@ -227,5 +259,31 @@ private final class HTTPResponseRecorder: ChannelInboundHandler {
         guard !completed else { return }
         completed = true
         promise.completeWith(result)
+    }
+}
+
+/// Everything a connection receives, delivered when the peer closes it.
+private final class ByteCollector: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    let promise: EventLoopPromise<ByteBuffer>
+    private var received = ByteBuffer()
+
+    init(promise: EventLoopPromise<ByteBuffer>) {
+        self.promise = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var chunk = unwrapInboundIn(data)
+        received.writeBuffer(&chunk)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.succeed(received)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
     }
 }

@@ -346,6 +346,21 @@ struct BackendPipeliningTests {
         await live.shutdown()
     }
 
+    @Test("bytes that are not HTTP get a 400 after the replies owed, then the connection closes")
+    func malformedRequest() async throws {
+        let live = try await LiveWorker.start()
+        let good =
+            "POST /backend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Backend-Key: \(LiveWorker.backendKey)\r\n"
+            + "Content-Length: \(publishBody.utf8.count)\r\n\r\n\(publishBody)"
+        let text = try await HTTPTestClient.raw(host: "127.0.0.1", port: live.backendPort, bytes: good + "NOT HTTP\r\n\r\n")
+        // A body has no line end of its own: the next reply's status line follows it directly.
+        let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.components(separatedBy: "\r\n")[0] }
+        #expect(statuses == ["200 OK", "400 Bad Request"], "\(text)")
+        #expect(text.contains("Connection: close"))
+        #expect(text.hasSuffix(#"{"error":"Malformed HTTP request"}"#))
+        await live.shutdown()
+    }
+
     @Test("a pipelined batch mixing endpoints and errors is answered in order")
     func mixedBatch() async throws {
         let live = try await LiveWorker.start()
