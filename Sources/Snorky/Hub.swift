@@ -187,6 +187,10 @@ final class LoopWriter: Sendable {
             defer { pending.batch = [] }
             return pending.batch
         }
+        if batch.count == 1, case .frame(let frame, let clients) = batch[0] {
+            writeAlone(frame, to: clients)
+            return
+        }
         let flushes = self.flushes
         for item in batch {
             switch item {
@@ -212,6 +216,34 @@ final class LoopWriter: Sendable {
         flushDirty()
     }
 
+    /// A batch of one frame, the usual case unless the loop is busy: no connection has
+    /// anything else in this batch, so one that may be flushed now gets the frame written
+    /// and flushed in one step, without passing through the list of connections written.
+    private func writeAlone(_ frame: OutboundFrame, to clients: [Client]) {
+        let size = frame.wire.readableBytes
+        metrics.framesSent.add(clients.count)
+        let now = NIODeadline.now()
+        flushes.lastNow = now
+        var earliest: NIODeadline?
+        for client in clients {
+            let transport = client.transport
+            let state = transport.writeState
+            if state.isDeferred {
+                transport.write(frame)
+                state.unflushedBytes += size
+                if state.unflushedBytes >= policy.flushThreshold { flushes.flush(transport, at: now) }
+            } else if let due = deferral(of: state, adding: size, now: now) {
+                transport.write(frame)
+                state.unflushedBytes += size
+                postpone(transport, state: state, until: due, earliest: &earliest)
+            } else {
+                transport.writeAndFlush(frame)
+                state.lastFlush = now
+            }
+        }
+        scheduleDeferredFlush(earliest)
+    }
+
     /// Flushes each connection written in this batch, or defers it if it was flushed less
     /// than `maxWriteDelay` ago.
     private func flushDirty() {
@@ -219,7 +251,6 @@ final class LoopWriter: Sendable {
         guard !flushes.dirty.isEmpty else { return }
         let now = NIODeadline.now()
         flushes.lastNow = now
-        let delay = policy.maxWriteDelay
         var earliest: NIODeadline?
         for transport in flushes.dirty {
             let state = transport.writeState
@@ -229,20 +260,35 @@ final class LoopWriter: Sendable {
                 if state.unflushedBytes >= policy.flushThreshold { flushes.flush(transport, at: now) }
                 continue
             }
-            let due = state.lastFlush + delay
-            if due <= now || state.unflushedBytes >= policy.flushThreshold {
-                flushes.flush(transport, at: now)
+            if let due = deferral(of: state, adding: 0, now: now) {
+                postpone(transport, state: state, until: due, earliest: &earliest)
             } else {
-                state.isDeferred = true
-                flushes.deferred.append(transport)
-                earliest = min(earliest ?? due, due)
+                flushes.flush(transport, at: now)
             }
         }
         flushes.dirty.removeAll(keepingCapacity: true)
-        if let earliest, !flushes.isTickScheduled {
-            flushes.isTickScheduled = true
-            loop.scheduleTask(deadline: earliest) { self.flushDeferred() }
-        }
+        scheduleDeferredFlush(earliest)
+    }
+
+    /// When a connection that is not waiting yet may next be flushed, if not now: it was
+    /// flushed less than `maxWriteDelay` ago and its unflushed bytes (with `adding` more)
+    /// stay under the threshold.
+    private func deferral(of state: TransportWriteState, adding: Int, now: NIODeadline) -> NIODeadline? {
+        let due = state.lastFlush + policy.maxWriteDelay
+        guard due > now, state.unflushedBytes + adding < policy.flushThreshold else { return nil }
+        return due
+    }
+
+    private func postpone(_ transport: any Transport, state: TransportWriteState, until due: NIODeadline, earliest: inout NIODeadline?) {
+        state.isDeferred = true
+        flushes.deferred.append(transport)
+        earliest = min(earliest ?? due, due)
+    }
+
+    private func scheduleDeferredFlush(_ earliest: NIODeadline?) {
+        guard let earliest, !flushes.isTickScheduled else { return }
+        flushes.isTickScheduled = true
+        loop.scheduleTask(deadline: earliest) { self.flushDeferred() }
     }
 
     /// The delay is up for the connections waiting: one flush each.

@@ -14,11 +14,22 @@ public protocol Transport: AnyObject, Sendable {
     /// Flushes pending writes. Must be called on `eventLoop`.
     func flush()
 
+    /// `write` then `flush`, which a transport may do in one step. Must be called on
+    /// `eventLoop`.
+    func writeAndFlush(_ frame: OutboundFrame)
+
     /// Closes the connection with a WebSocket close code. Callable from any thread.
     func close(code: UInt16, reason: String)
 
     /// The hub's write bookkeeping for this connection (one instance per transport).
     var writeState: TransportWriteState { get }
+}
+
+extension Transport {
+    public func writeAndFlush(_ frame: OutboundFrame) {
+        write(frame)
+        flush()
+    }
 }
 
 /// What the hub's per-loop writer remembers about one connection between batches: whether

@@ -214,6 +214,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         rawContext.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
     }
 
+    func writeAndFlush(_ frame: OutboundFrame) {
+        guard !isClosing, let rawContext else { return }
+        guard unflushed.isEmpty else {
+            unflushed.append(frame.wire, allocator: allocator)
+            flush()
+            return
+        }
+        rawContext.writeAndFlush(wrapOutboundOut(frame.wire), promise: nil)
+    }
+
     /// Closes the connection with `code`, counted in the worker's metrics as a close the
     /// server decided on.
     func close(code: UInt16, reason: String) {
@@ -282,6 +292,11 @@ package struct UnflushedFrames {
         }
     }
 
+    package var isEmpty: Bool {
+        if case .empty = state { return true }
+        return false
+    }
+
     /// Everything written so far, leaving nothing behind.
     package mutating func take() -> ByteBuffer? {
         defer { state = .empty }
@@ -309,6 +324,10 @@ final class ChannelTransport: Transport {
 
     func flush() {
         handler.value.flush()
+    }
+
+    func writeAndFlush(_ frame: OutboundFrame) {
+        handler.value.writeAndFlush(frame)
     }
 
     func close(code: UInt16, reason: String) {
