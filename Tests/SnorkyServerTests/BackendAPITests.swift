@@ -299,14 +299,19 @@ struct BackendPipeliningTests {
         await live.shutdown()
     }
 
-    @Test("a service that allows it handles pipelined requests concurrently; replies stay in request order")
-    func concurrentPipelining() async throws {
-        let live = try await LiveWorker.start(
-            configure: { $0.backendTimeout = .seconds(10) },
+    /// A worker with the built-in services and `gate_backend`.
+    private func startWithGate(concurrent: Bool, backendTimeout: Duration) async throws -> LiveWorker {
+        try await LiveWorker.start(
+            configure: { $0.backendTimeout = backendTimeout },
             registerServices: { node in
                 BuiltinServices.register(on: node)
-                node.registerBackend(GateService(name: "gate_backend", concurrent: true))
+                node.registerBackend(GateService(name: "gate_backend", concurrent: concurrent))
             })
+    }
+
+    @Test("a service that allows it handles pipelined requests concurrently; replies stay in request order")
+    func concurrentPipelining() async throws {
+        let live = try await startWithGate(concurrent: true, backendTimeout: .seconds(10))
         let responses = try await HTTPTestClient.pipelined(
             host: "127.0.0.1", port: live.backendPort, requests: [gateRequest("wait"), gateRequest("open"), gateRequest("wait")])
         #expect(responses.map(\.status) == [200, 200, 200])
@@ -316,12 +321,7 @@ struct BackendPipeliningTests {
 
     @Test("any other service gets its pipelined requests one at a time: the second starts after the first is answered")
     func sequentialPipelining() async throws {
-        let live = try await LiveWorker.start(
-            configure: { $0.backendTimeout = .seconds(1) },
-            registerServices: { node in
-                BuiltinServices.register(on: node)
-                node.registerBackend(GateService(name: "gate_backend", concurrent: false))
-            })
+        let live = try await startWithGate(concurrent: false, backendTimeout: .seconds(1))
         let responses = try await HTTPTestClient.pipelined(
             host: "127.0.0.1", port: live.backendPort, requests: [gateRequest("wait"), gateRequest("open"), gateRequest("wait")])
         // `wait` could only be answered by an `open` running at the same time: it times out,

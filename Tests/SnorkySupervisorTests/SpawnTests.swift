@@ -15,6 +15,23 @@ import Testing
         return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Spawns `request`, closes our copy of the child's output end, and returns everything
+    /// the child wrote to `reader` until it exited, with its wait status.
+    func run(_ request: SpawnRequest, reading reader: Int32, closingInParent writeEnd: Int32) async throws -> (String, Int32) {
+        let spawner = try SpawnerThread()
+        defer { spawner.stop() }
+        let pid = try #require(await spawner.run { request.spawn() }).get()
+        close(writeEnd)
+        return try await DetachedThread.run(name: "test-reader") {
+            var data: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while case let count = read(reader, &buffer, buffer.count), count > 0 { data += buffer[0..<count] }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            return (String(decoding: data, as: UTF8.self), status)
+        }
+    }
+
     @Test(arguments: [Int32(0), SIGTERM])
     func placesDescriptorsEvenWhenSourcesOverlapTheTargets(deathSignal: Int32) async throws {
         // Our own pipes only (other tests run in parallel in this process), numerous enough
@@ -58,19 +75,7 @@ import Testing
             inheritedDescriptors: inherited,
             deathSignal: deathSignal
         )
-        let spawner = try SpawnerThread()
-        let pid = try #require(await spawner.run { request.spawn() }).get()
-        close(output[1])
-        let reader = output[0]
-        let (text, status) = try await DetachedThread.run(name: "test-reader") {
-            var data: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while case let count = read(reader, &buffer, buffer.count), count > 0 { data += buffer[0..<count] }
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            return (String(decoding: data, as: UTF8.self), status)
-        }
-        spawner.stop()
+        let (text, status) = try await run(request, reading: output[0], closingInParent: output[1])
         #expect(ExitStatus(waitStatus: status) == .exited(code: 0))
         #expect(text == expected.joined(separator: " "))
     }
@@ -101,19 +106,7 @@ import Testing
             inheritedDescriptors: [outputPipe.writeEnd],
             deathSignal: deathSignal
         )
-        let spawner = try SpawnerThread()
-        let pid = try #require(await spawner.run { request.spawn() }).get()
-        close(outputPipe.writeEnd)
-        let reader = outputPipe.readEnd
-        let (text, status) = try await DetachedThread.run(name: "test-reader") {
-            var data: [UInt8] = []
-            var buffer = [UInt8](repeating: 0, count: 64)
-            while case let count = read(reader, &buffer, buffer.count), count > 0 { data += buffer[0..<count] }
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-            return (String(decoding: data, as: UTF8.self), status)
-        }
-        spawner.stop()
+        let (text, status) = try await run(request, reading: outputPipe.readEnd, closingInParent: outputPipe.writeEnd)
         #expect(ExitStatus(waitStatus: status) == .exited(code: 0))
         #expect(text == "absent")
     }
