@@ -217,10 +217,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     func writeAndFlush(_ frame: OutboundFrame) {
         guard !isClosing, let rawContext else { return }
         guard unflushed.isEmpty else {
-            unflushed.append(frame.wire, allocator: allocator)
+            write(frame)
             flush()
             return
         }
+        // Alone: the frame's own buffer goes out, shared with every other recipient.
         rawContext.writeAndFlush(wrapOutboundOut(frame.wire), promise: nil)
     }
 
