@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -10,10 +13,11 @@ import SnorkyWebSocket
 /// too large 1009), answers pings, and enforces the per-connection limits: slow readers
 /// (4001), keepalive (4002), the worker's connection limit (4003) and the request rate (4004).
 ///
-/// Sits after NIO's frame decoder and fragment aggregator. Outbound it writes pre-framed
-/// `ByteBuffer`s (see `OutboundFrame`) through the frame encoder's context, which sends
-/// them toward the socket without passing through the encoder: every message is framed
-/// once, however many connections it goes to.
+/// Sits after NIO's frame decoder and fragment aggregator. Outbound it sends pre-framed
+/// `ByteBuffer`s (see `OutboundFrame`), so every message is framed once however many
+/// connections it goes to: straight to the socket while the channel has nothing queued,
+/// otherwise through the frame encoder's context, which passes them toward the socket
+/// without encoding them again (see `send`).
 final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
@@ -40,6 +44,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var rateLimiter: RequestRateLimiter?
     /// Frames written since the last flush, sent as one buffer.
     private var unflushed = UnflushedFrames()
+    /// The channel's socket access, through which bytes are sent straight to the socket.
+    /// Looked up once: the lookup is a dynamic cast that costs more than the send.
+    private var socket: (any NIOTransportAccessibleChannelCore<NIOBSDSocket.Handle>)?
+    /// Writes handed to the channel and not yet completed. While there are any, every
+    /// write goes through the channel too, behind them.
+    private var writesInChannel = 0
 
     /// Per-connection limits, from `ServerConfiguration`.
     struct Policy {
@@ -64,6 +74,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.context = context
         self.rawContext = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         self.allocator = context.channel.allocator
+        self.socket = context.channel._channelCore as? any NIOTransportAccessibleChannelCore<NIOBSDSocket.Handle>
         let transport = ChannelTransport(handler: NIOLoopBound(self, eventLoop: context.eventLoop), eventLoop: context.eventLoop)
         self.transport = transport
         // A refused connection is not registered, so it takes no place while it closes, and
@@ -91,16 +102,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     private func keepaliveTick() {
-        guard !isClosing, let context, let rawContext else { return }
+        guard !isClosing, let context, rawContext != nil else { return }
         if heardFromPeer {
             heardFromPeer = false
             pingOutstanding = false
             scheduleKeepalive(context: context, after: policy.pingInterval)
         } else if !pingOutstanding {
             pingOutstanding = true
-            rawContext.writeAndFlush(
-                wrapOutboundOut(WebSocketWire.pingFrame(payload: ByteBuffer(), allocator: context.channel.allocator)),
-                promise: nil)
+            send(WebSocketWire.pingFrame(payload: ByteBuffer(), allocator: allocator))
             scheduleKeepalive(context: context, after: policy.pongTimeout)
         } else {
             close(code: CloseCode.keepaliveTimeout, reason: "Keepalive timeout")
@@ -130,6 +139,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         client = nil
         self.context = nil
         rawContext = nil
+        socket = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -164,10 +174,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             close(code: CloseCode.unsupportedData, reason: "Binary frames are not supported")
         case .ping:
             flush()
-            rawContext?.writeAndFlush(
-                wrapOutboundOut(WebSocketWire.pongFrame(payload: frame.unmaskedData, allocator: context.channel.allocator)),
-                promise: nil
-            )
+            send(WebSocketWire.pongFrame(payload: frame.unmaskedData, allocator: allocator))
         case .connectionClose:
             // Echo a valid close code (RFC 6455 section 7.4); answer an invalid one with 1002.
             var data = frame.unmaskedData
@@ -210,19 +217,49 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     func flush() {
-        guard let rawContext, let bytes = unflushed.take() else { return }
-        rawContext.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        guard rawContext != nil, let bytes = unflushed.take() else { return }
+        send(bytes)
     }
 
     func writeAndFlush(_ frame: OutboundFrame) {
-        guard !isClosing, let rawContext else { return }
+        guard !isClosing, rawContext != nil else { return }
         guard unflushed.isEmpty else {
             write(frame)
             flush()
             return
         }
         // Alone: the frame's own buffer goes out, shared with every other recipient.
-        rawContext.writeAndFlush(wrapOutboundOut(frame.wire), promise: nil)
+        send(frame.wire)
+    }
+
+    /// Sends `bytes` now: straight to the socket when the channel has nothing queued (the
+    /// usual case), so a delivery costs one `send` and none of the pipeline's per-write
+    /// bookkeeping; whatever the socket does not take at once goes to the channel, which
+    /// writes it when the socket drains, and everything after it follows it there.
+    private func send(_ bytes: ByteBuffer) {
+        var bytes = bytes
+        if writesInChannel == 0, let socket {
+            // The socket's handle is only lent while it is open: a closed channel throws here.
+            let sent = try? socket.withUnsafeTransport { handle in
+                bytes.withUnsafeReadableBytes { Glibc.send(handle, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+            if let sent, sent > 0 {
+                if sent == bytes.readableBytes { return }
+                bytes.moveReaderIndex(forwardBy: sent)
+            }
+        }
+        guard let rawContext else { return }
+        sendThroughChannel(bytes, via: rawContext)
+    }
+
+    /// Writes through the channel, counted so that later sends queue behind it.
+    @discardableResult
+    private func sendThroughChannel(_ bytes: ByteBuffer, via rawContext: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        writesInChannel += 1
+        let handler = NIOLoopBound(self, eventLoop: rawContext.eventLoop)
+        let written = rawContext.writeAndFlush(wrapOutboundOut(bytes))
+        written.whenComplete { _ in handler.value.writesInChannel -= 1 }
+        return written
     }
 
     /// Closes the connection with `code`, counted in the worker's metrics as a close the
@@ -244,9 +281,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         flush()  // frames already handed to this connection go out before the close
         isClosing = true
         if initiatedHere { node.metrics.closes.record(Int(code)) }
-        let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: rawContext.channel.allocator)
+        let frame = WebSocketWire.closeFrame(code: code, reason: reason, allocator: allocator)
         let channel = rawContext.channel
-        rawContext.writeAndFlush(wrapOutboundOut(frame)).whenComplete { result in
+        sendThroughChannel(frame, via: rawContext).whenComplete { result in
             guard case .success = result else {
                 channel.close(promise: nil)
                 return
