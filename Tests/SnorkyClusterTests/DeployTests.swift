@@ -307,31 +307,50 @@ enum DeployFiles {
 
 /// Distinct free TCP ports on 127.0.0.1, for servers that need their port before starting
 /// (nginx must know the nodes'). Each is held bound until `release()`, so the set has no
-/// duplicates; another process could still take one afterwards, which is unlikely.
+/// duplicates. They are drawn from below the kernel's ephemeral range: the kernel hands
+/// ports of that range to every outgoing connection and every bind to port 0, which the
+/// tests running alongside make all the time, and one could take a port between
+/// `release()` and the server binding it. Below the range only an explicit bind can.
 final class FreePorts {
     private var sockets: [Int32] = []
     private let ports: [Int]
 
     init(count: Int) throws {
+        let ephemeralStart = Self.ephemeralRangeStart()
+        let candidates = Array(10_000..<max(10_000 + count, ephemeralStart)).shuffled()
         var found: [Int] = []
-        for _ in 0..<count {
+        var held: [Int32] = []
+        for port in candidates where found.count < count {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { throw ClusterFixtureError("socket: \(String(cString: strerror(errno)))") }
-            sockets.append(fd)
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = 0
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            address.sin_port = UInt16(port).bigEndian
+            let bound = withUnsafePointer(to: &address) { pointer in
                 pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
-                    bind(fd, generic, length) == 0 && getsockname(fd, generic, &length) == 0
+                    bind(fd, generic, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
                 }
             }
-            guard bound else { throw ClusterFixtureError("bind: \(String(cString: strerror(errno)))") }
-            found.append(Int(UInt16(bigEndian: address.sin_port)))
+            if bound {
+                held.append(fd)
+                found.append(port)
+            } else {
+                close(fd)  // in use: try the next candidate
+            }
         }
+        guard found.count == count else {
+            for fd in held { close(fd) }
+            throw ClusterFixtureError("only \(found.count) of \(count) free ports below \(ephemeralStart)")
+        }
+        sockets = held
         ports = found
+    }
+
+    /// The first port of `net.ipv4.ip_local_port_range` (Linux's default is 32768).
+    private static func ephemeralRangeStart() -> Int {
+        let text = try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)
+        return text?.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } ?? 32_768
     }
 
     subscript(index: Int) -> Int { ports[index] }
