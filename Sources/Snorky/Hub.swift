@@ -134,7 +134,7 @@ public final class Hub: Sendable {
 /// closes travel the same queue, so a connection sees everything in production order.
 ///
 /// On top of that, a connection flushed less than `maxWriteDelay` ago is not flushed again
-/// at once: its frames collect in the channel's buffer and go out in one `writev` when the
+/// at once: its frames collect on the connection and go out in one `sendmsg` when the
 /// delay has passed (or sooner, past `flushThreshold` bytes). A connection that receives a
 /// frame now and then is written immediately; a busy one costs one syscall per delay
 /// instead of one per message, which is what makes a large fan-out cheap, for the server

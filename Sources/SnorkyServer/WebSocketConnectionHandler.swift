@@ -213,12 +213,15 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func write(_ frame: OutboundFrame) {
         guard !isClosing, rawContext != nil else { return }
-        unflushed.append(frame.wire, allocator: allocator)
+        unflushed.append(frame.wire)
     }
 
     func flush() {
-        guard rawContext != nil, let bytes = unflushed.take() else { return }
-        send(bytes)
+        guard rawContext != nil, let frames = unflushed.take() else { return }
+        switch frames {
+        case .one(let bytes): send(bytes)
+        case .many(let list): send(list)
+        }
     }
 
     func writeAndFlush(_ frame: OutboundFrame) {
@@ -250,6 +253,50 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         }
         guard let rawContext else { return }
         sendThroughChannel(bytes, via: rawContext)
+    }
+
+    /// Sends coalesced frames the same way, in one `sendmsg`. What the socket does not take
+    /// is copied into one buffer for the channel (the frames themselves are shared).
+    private func send(_ frames: [ByteBuffer]) {
+        var sent = 0
+        if writesInChannel == 0, let socket {
+            sent = (try? socket.withUnsafeTransport { Self.send(frames, to: $0) }) ?? 0
+        }
+        let total = frames.reduce(0) { $0 + $1.readableBytes }
+        guard sent < total, let rawContext else { return }
+        var rest = allocator.buffer(capacity: total - sent)
+        var skip = sent
+        for var frame in frames {
+            if skip >= frame.readableBytes {
+                skip -= frame.readableBytes
+                continue
+            }
+            frame.moveReaderIndex(forwardBy: skip)
+            skip = 0
+            rest.writeBuffer(&frame)
+        }
+        sendThroughChannel(rest, via: rawContext)
+    }
+
+    /// The most buffers one `sendmsg` takes (Linux's `UIO_MAXIOV`); more is rare, since a
+    /// connection is flushed past 16 KiB, and what is left goes through the channel.
+    private static let maxVectors = 1024
+
+    /// One `sendmsg` of up to `maxVectors` frames; the bytes sent, or 0.
+    private static func send(_ frames: [ByteBuffer], to socket: NIOBSDSocket.Handle) -> Int {
+        let count = min(frames.count, maxVectors)
+        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: count) { vectors in
+            // The pointers stay valid while `frames` holds the buffers, through the call.
+            for index in 0..<count {
+                frames[index].withUnsafeReadableBytes {
+                    vectors[index] = iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count)
+                }
+            }
+            var message = msghdr()
+            message.msg_iov = vectors.baseAddress
+            message.msg_iovlen = count
+            return max(sendmsg(socket, &message, Int32(MSG_NOSIGNAL)), 0)
+        }
     }
 
     /// Writes through the channel, counted so that later sends queue behind it.
@@ -299,49 +346,42 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     static let closeGracePeriod = TimeAmount.seconds(2)
 }
 
-/// The frames written to one connection since its last flush. One frame is kept as the
-/// shared, pre-framed buffer of its publication; a second one starts a private buffer that
-/// collects them all, so a flush hands the socket a single buffer however many frames
-/// coalesced (no per-frame trip through the channel's pending-writes queue).
+/// The frames written to one connection since its last flush, as the publications' own
+/// shared, pre-framed buffers: coalescing copies nothing, and a flush hands the socket all
+/// of them in one `sendmsg` (no per-frame trip through the channel's pending-writes queue).
 package struct UnflushedFrames {
-    private enum State {
-        case empty
+    package enum Frames: Equatable {
         case one(ByteBuffer)
-        case many(ByteBuffer)
+        case many([ByteBuffer])
     }
 
-    private var state = State.empty
+    private var frames: Frames?
 
     package init() {}
 
-    package mutating func append(_ wire: ByteBuffer, allocator: ByteBufferAllocator) {
-        switch state {
-        case .empty:
-            state = .one(wire)
+    package mutating func append(_ wire: ByteBuffer) {
+        switch frames {
+        case nil:
+            frames = .one(wire)
         case .one(let first):
-            var buffer = allocator.buffer(capacity: max(first.readableBytes + wire.readableBytes, 1024))
-            buffer.writeImmutableBuffer(first)
-            buffer.writeImmutableBuffer(wire)
-            state = .many(buffer)
-        case .many(var buffer):
-            state = .empty  // keep `buffer` uniquely referenced while it grows
-            buffer.writeImmutableBuffer(wire)
-            state = .many(buffer)
+            var list: [ByteBuffer] = []
+            list.reserveCapacity(8)
+            list.append(first)
+            list.append(wire)
+            frames = .many(list)
+        case .many(var list):
+            frames = nil  // keep `list` uniquely referenced while it grows
+            list.append(wire)
+            frames = .many(list)
         }
     }
 
-    package var isEmpty: Bool {
-        if case .empty = state { return true }
-        return false
-    }
+    package var isEmpty: Bool { frames == nil }
 
     /// Everything written so far, leaving nothing behind.
-    package mutating func take() -> ByteBuffer? {
-        defer { state = .empty }
-        switch state {
-        case .empty: return nil
-        case .one(let buffer), .many(let buffer): return buffer
-        }
+    package mutating func take() -> Frames? {
+        defer { frames = nil }
+        return frames
     }
 }
 
