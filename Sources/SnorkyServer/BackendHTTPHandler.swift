@@ -341,11 +341,9 @@ final class BackendHTTPHandler: ChannelDuplexHandler {
         bytes.writeString(String(reply.status.code))
         bytes.writeStaticString(" ")
         bytes.writeString(reply.status.reasonPhrase)
-        bytes.writeStaticString("\r\nContent-Type: ")
-        bytes.writeString(reply.contentType)
-        bytes.writeStaticString("\r\nContent-Length: ")
-        bytes.writeString(String(reply.body.readableBytes))
         bytes.writeStaticString("\r\n")
+        Self.writeHeader("Content-Type", reply.contentType, into: &bytes)
+        Self.writeHeader("Content-Length", String(reply.body.readableBytes), into: &bytes)
         for (name, value) in reply.headers { Self.writeHeader(name, value, into: &bytes) }
         for (name, value) in exchange.extraHeaders { Self.writeHeader(name, value, into: &bytes) }
         if exchange.closeAfter { bytes.writeStaticString("Connection: close\r\n") }

@@ -13,21 +13,13 @@ struct SocketWriteTests {
 
     @Test("frames queued while the client does not read, and frames published as it reads again, arrive complete and in order")
     func orderAcrossTheQueue() async throws {
-        let live = try await LiveWorker.start(threads: 1)
-        let reader = try await WebSocketTestClient.connect(
-            host: "127.0.0.1", port: live.port, receiveBufferSize: 4096, maximumSegmentSize: 536)
-        #expect(try await reader.request("pubsub", "subscribe", ["channel": "ordered"], callId: 1) == rpcResponse("pubsub", callId: 1))
-        try await reader.pauseReading()
-
-        // ~300 KB while nothing is read: the kernels fill up and the rest waits in the channel.
-        let queued = 300
-        for seq in 0..<queued { try await publish(seq, on: live) }
+        let (live, reader) = try await startWithStalledReader()
 
         // The next 300 are published while the reader drains: each one is sent while the
         // channel may still hold earlier frames and the socket may already have room.
-        let total = 600
+        let total = 2 * Self.queued
         let publisher = Task {
-            for seq in queued..<total { try await publish(seq, on: live) }
+            for seq in Self.queued..<total { try await publish(seq, on: live) }
         }
         try await reader.resumeReading()
         for seq in 0..<total {
@@ -48,22 +40,32 @@ struct SocketWriteTests {
 
     @Test("a pong owed to a client that does not read follows the frames queued before it")
     func pongBehindTheQueue() async throws {
-        let live = try await LiveWorker.start(threads: 1)
-        let reader = try await WebSocketTestClient.connect(
-            host: "127.0.0.1", port: live.port, receiveBufferSize: 4096, maximumSegmentSize: 536)
-        #expect(try await reader.request("pubsub", "subscribe", ["channel": "ordered"], callId: 1) == rpcResponse("pubsub", callId: 1))
-        try await reader.pauseReading()
-        let queued = 300
-        for seq in 0..<queued { try await publish(seq, on: live) }
+        let (live, reader) = try await startWithStalledReader()
         try await reader.ping(payload: Array("after".utf8))
         try await reader.resumeReading()
-        for seq in 0..<queued {
+        for seq in 0..<Self.queued {
             let notification = try await reader.nextJSON()
             try #require(notification == pubsubNotification(channel: "ordered", message: message(seq)), "frame \(seq)")
         }
         #expect(try await reader.next() == .pong)
         try await reader.expectUsable()
         await live.shutdown()
+    }
+
+    /// Publications made while the reader does not read: ~300 KB, so the kernels fill up and
+    /// the rest waits in the channel.
+    static let queued = 300
+
+    /// A worker, and a subscriber with a small receive buffer and segment size (so neither
+    /// kernel holds much for it) that stopped reading before `queued` publications.
+    private func startWithStalledReader() async throws -> (LiveWorker, WebSocketTestClient) {
+        let live = try await LiveWorker.start(threads: 1)
+        let reader = try await WebSocketTestClient.connect(
+            host: "127.0.0.1", port: live.port, receiveBufferSize: 4096, maximumSegmentSize: 536)
+        #expect(try await reader.request("pubsub", "subscribe", ["channel": "ordered"], callId: 1) == rpcResponse("pubsub", callId: 1))
+        try await reader.pauseReading()
+        for seq in 0..<Self.queued { try await publish(seq, on: live) }
+        return (live, reader)
     }
 
     private func message(_ seq: Int) -> JSON {
