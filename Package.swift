@@ -60,6 +60,7 @@ let package = Package(
             name: "SnorkyServices",
             dependencies: [
                 "Snorky", "SnorkyProtocol", "SnorkyConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

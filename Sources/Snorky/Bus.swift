@@ -28,6 +28,12 @@ public protocol Bus: AnyObject, Sendable {
     /// after the local delivery has been queued, so a caller's own notifications precede
     /// its response. Throws `BusError.unavailable` when the bus cannot take it.
     func publish(topic: String, payload: ByteBuffer) async throws(BusError)
+    /// `publish(topic:payload:)` without suspending, for a caller on an event loop that
+    /// starts no task (the backend API's publish): the publication is handed over before
+    /// this returns, so calls made in order are published in order, and the future,
+    /// completed on `loop`, fails with a `BusError`. nil when this bus cannot take a
+    /// publication without suspending (the default): the caller uses `publish` instead.
+    func publish(topic: String, payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void>?
 
     func shutdown() async
 
@@ -40,6 +46,8 @@ public protocol Bus: AnyObject, Sendable {
 }
 
 extension Bus {
+    public func publish(topic: String, payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void>? { nil }
+
     /// A bus with nothing to reconnect to never reconnects.
     public var reconnectCount: Int { 0 }
 

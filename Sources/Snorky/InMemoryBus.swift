@@ -29,6 +29,15 @@ public final class InMemoryBus: Bus {
     }
 
     public func publish(topic: String, payload: ByteBuffer) async throws(BusError) {
+        deliver(topic: topic, payload: payload)
+    }
+
+    public func publish(topic: String, payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void>? {
+        deliver(topic: topic, payload: payload)
+        return loop.makeSucceededVoidFuture()
+    }
+
+    private func deliver(topic: String, payload: ByteBuffer) {
         let receiver = state.withLock { $0.references[topic] == nil ? nil : $0.receiver }
         receiver?.deliver(topic: topic, payload: payload)
     }

@@ -259,6 +259,23 @@ public final class Node: BusReceiver, Sendable {
         try await publishOnBus(topic: topic, payload: NodePublication.topic(envelope: envelope, excluding: excluding))
     }
 
+    /// `publish(topic:envelope:excluding:)` without suspending, for a caller on `loop` that
+    /// starts no task; nil when the bus cannot (see `Bus.publish(topic:payload:on:)`).
+    public func publish(
+        topic: String, envelope: [UInt8], excluding: ClientAddress? = nil, on loop: any EventLoop
+    ) -> EventLoopFuture<Void>? {
+        let payload = NodePublication.topic(envelope: envelope, excluding: excluding)
+        guard let published = bus.publish(topic: topic, payload: payload, on: loop) else { return nil }
+        let metrics = self.metrics
+        published.whenComplete { result in
+            switch result {
+            case .success: metrics.busPublished.increment()
+            case .failure: metrics.busPublishFailures.increment()
+            }
+        }
+        return published
+    }
+
     /// Every publish of the node's own messages goes through here, to be counted.
     private func publishOnBus(topic: String, payload: ByteBuffer) async throws(BusError) {
         do throws(BusError) {

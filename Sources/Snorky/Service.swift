@@ -1,3 +1,4 @@
+public import NIOCore
 public import SnorkyProtocol
 
 /// A named endpoint clients talk to with `{"service": name, "message": ...}`.
@@ -27,6 +28,13 @@ public protocol Service: AnyObject, Sendable {
     /// bus), which is what lets a backend publish thousands of messages a second on one
     /// connection. Default false: each call waits until the one before it is answered.
     var runsPipelinedBackendRequestsConcurrently: Bool { get }
+    /// Starts a backend request without a task, when this service can for `message`:
+    /// returns a future, completed on `loop`, of the reply message `handle(message:from:)`
+    /// would send (an RPC response or error); nil has the request handled by `handle` in a
+    /// task as usual. Worth it for a hot command that only encodes its request and hands it
+    /// on (`pubsub_backend`'s `publish`): there a task costs more than the rest of the work,
+    /// and it makes the worker's hottest path at low rates longer. Default nil.
+    func startBackendRequest(_ message: JSON, on loop: any EventLoop) -> EventLoopFuture<JSON>?
 }
 
 extension Service {
@@ -34,6 +42,7 @@ extension Service {
     public func clientDisconnected(_ client: Client) async {}
     public func stateReaped(_ reaped: ReapedState) async {}
     public var runsPipelinedBackendRequestsConcurrently: Bool { false }
+    public func startBackendRequest(_ message: JSON, on loop: any EventLoop) -> EventLoopFuture<JSON>? { nil }
 
     /// Sends `message` to `client` on this service.
     public func send(_ message: JSON, to client: Client) {

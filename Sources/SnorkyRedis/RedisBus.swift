@@ -163,11 +163,29 @@ public final class RedisBus: Bus {
     }
 
     public func publish(topic: String, payload: ByteBuffer) async throws(BusError) {
+        do {
+            try await submit(topic: topic, payload: payload, on: eventLoop).get()
+        } catch let error as BusError {
+            throw error
+        } catch {
+            throw .unavailable("\(error)")
+        }
+    }
+
+    public func publish(topic: String, payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void>? {
+        submit(topic: topic, payload: payload, on: loop)
+    }
+
+    /// Encodes the publication and, on the bus's loop (where a worker's backend requests
+    /// run), writes it before returning; from elsewhere it is queued to that loop in call
+    /// order. The future is completed on `loop`.
+    private func submit(topic: String, payload: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void> {
         guard payload.readableBytes <= configuration.maxPayloadBytes else {
-            throw .payloadTooLarge("\(payload.readableBytes) bytes, limit \(configuration.maxPayloadBytes)")
+            return loop.makeFailedFuture(
+                BusError.payloadTooLarge("\(payload.readableBytes) bytes, limit \(configuration.maxPayloadBytes)"))
         }
         guard connected.load(ordering: .relaxed) else {
-            throw .unavailable("not connected to Redis")
+            return loop.makeFailedFuture(BusError.unavailable("not connected to Redis"))
         }
         let sequence = sequence.wrappingAdd(1, ordering: .relaxed).newValue
         let request = encodePublish(topic: topic, sequence: sequence, payload: payload)
@@ -176,13 +194,7 @@ public final class RedisBus: Bus {
             eventLoop.inEventLoop
             ? publishOnLoop(topic: topic, sequence: sequence, request: request)
             : eventLoop.flatSubmit { self.publishOnLoop(topic: topic, sequence: sequence, request: request) }
-        do {
-            try await done.get()
-        } catch let error as BusError {
-            throw error
-        } catch {
-            throw .unavailable("\(error)")
-        }
+        return done.hop(to: loop)
     }
 
     public func shutdown() async {

@@ -116,13 +116,24 @@ final class BackendAPI: Sendable {
         return .call(Call(service: service, message: envelope.message))
     }
 
-    /// Runs `call` in a task on `executor` (the connection's event loop, so calls started in
-    /// order run in order up to their first suspension). The reply is the service's first
-    /// message; the HTTP handler owns the timeout and abandons a call that missed it.
+    /// Starts `call` on `eventLoop`: without a task when its service can
+    /// (`Service.startBackendRequest`), otherwise in a task on `executor` (the connection's
+    /// event loop, so calls started in order run in order up to their first suspension).
+    /// The reply is the service's first message; the HTTP handler owns the timeout and
+    /// abandons a call that missed it.
     func start(_ call: Call, eventLoop: any EventLoop, executor: EventLoopTaskExecutor) -> BackendReplyTransport {
         let transport = BackendReplyTransport(eventLoop: eventLoop)
-        let client = node.makeClient(transport: transport)
         let service = call.service
+        if let reply = service.startBackendRequest(call.message, on: eventLoop) {
+            let name = service.name
+            let metrics = node.metrics
+            reply.whenSuccess { message in
+                metrics.framesSent.add(1)  // as a reply sent through the client's queue is
+                transport.answer(ByteBuffer(bytes: Envelope.encodedBytes(service: name, message: message)))
+            }
+            return transport
+        }
+        let client = node.makeClient(transport: transport)
         let message = call.message
         Task(executorPreference: executor) { await service.handle(message: message, from: client) }
         return transport
@@ -208,7 +219,12 @@ final class BackendReplyTransport: Transport {
     var reply: EventLoopFuture<ByteBuffer> { promise.futureResult }
 
     func write(_ frame: OutboundFrame) {
-        complete(.success(frame.payload))
+        answer(frame.payload)
+    }
+
+    /// Answers with `payload`, an encoded envelope, unless an answer came first.
+    func answer(_ payload: ByteBuffer) {
+        complete(.success(payload))
     }
 
     func flush() {}

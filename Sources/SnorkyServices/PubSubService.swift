@@ -1,3 +1,4 @@
+public import NIOCore
 public import Snorky
 public import SnorkyProtocol
 
@@ -63,13 +64,29 @@ public final class PubSubService: Sendable {
     /// Publishes `{"type":"message","channel":...,"message":...}` to the channel's
     /// subscribers everywhere. Used by `publish` and by the backend service.
     public func deliver(channel: JSON, message: JSON) async throws(RPCError) {
-        let notification: JSON = ["type": "message", "channel": channel, "message": message]
         do {
-            try await node.broadcast(service: name, message: notification, topic: topic(for: channel))
+            try await node.publish(topic: topic(for: channel), envelope: notification(channel: channel, message: message))
         } catch {
-            node.logger.warning("publish failed", metadata: ["error": "\(error)"])
-            throw error.isUnavailable ? .serviceUnavailable : .internalError
+            throw failure(error)
         }
+    }
+
+    /// `deliver(channel:message:)` for a caller on `loop` that starts no task: the
+    /// publication is handed to the bus before this returns, and the future fails with
+    /// the `RPCError` `deliver` would throw. nil when the bus cannot take it that way.
+    func deliver(channel: JSON, message: JSON, on loop: any EventLoop) -> EventLoopFuture<Void>? {
+        node.publish(topic: topic(for: channel), envelope: notification(channel: channel, message: message), on: loop)?
+            .flatMapErrorThrowing { error in throw self.failure(error) }
+    }
+
+    /// The envelope subscribers receive, encoded once for all of them.
+    private func notification(channel: JSON, message: JSON) -> [UInt8] {
+        Envelope.encodedBytes(service: name, message: ["type": "message", "channel": channel, "message": message])
+    }
+
+    private func failure(_ error: any Error) -> RPCError {
+        node.logger.warning("publish failed", metadata: ["error": "\(error)"])
+        return (error as? BusError)?.isUnavailable == true ? .serviceUnavailable : .internalError
     }
 }
 
@@ -91,5 +108,22 @@ public final class PubSubBackendService: Sendable {
 
     @Command func publish(channel: JSON, message: JSON) async throws {
         try await frontend.deliver(channel: channel, message: message)
+    }
+
+    /// A well-formed `publish` starts here, without a task, and replies as `publish` does;
+    /// anything else (another command, wrong params, a bus that must suspend) goes
+    /// through `handle`.
+    public func startBackendRequest(_ message: JSON, on loop: any EventLoop) -> EventLoopFuture<JSON>? {
+        guard case .success(let call) = RPCCall.decode(message), call.command == "publish",
+            case .object(let params) = call.params, params.count == 2,
+            let channel = params["channel"], let payload = params["message"],
+            let delivered = frontend.deliver(channel: channel, message: payload, on: loop)
+        else { return nil }
+        let callId = call.callId
+        return delivered
+            .map { RPCMessage.response(callId: callId, data: .null) }
+            .recover { error in
+                RPCMessage.error(callId: callId, message: (error as? RPCError ?? .internalError).message)
+            }
     }
 }

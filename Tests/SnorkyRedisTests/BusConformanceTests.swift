@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import Snorky
 import SnorkyTesting
 import Testing
@@ -22,6 +23,7 @@ enum ConformanceBehaviour: String, CaseIterable, CustomTestStringConvertible, Se
     case keepsOrderAndBytes
     case topicsAreIsolated
     case concurrentSubscribers
+    case publishesWithoutSuspendingInCallOrder
     var testDescription: String { rawValue }
 }
 
@@ -119,6 +121,19 @@ func busConformance(_ behaviour: ConformanceBehaviour, makeBus: () async throws 
         }
         #expect(Set(receiver.texts) == Set((0..<20).map { "\($0)" }))
         #expect(receiver.deliveries.count == 20)
+
+    case .publishesWithoutSuspendingInCallOrder:
+        // Started back to back on a loop without awaiting each other, as the backend API's
+        // pipelined publications are: they must be delivered in call order.
+        await bus.subscribe(topic: "now")
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let started = try await loop.submit {
+            (0..<100).map { bus.publish(topic: "now", payload: ByteBuffer(text: "\($0)"), on: loop) }
+        }.get()
+        for future in started {
+            try await #require(future).get()
+        }
+        #expect(receiver.texts == (0..<100).map { "\($0)" })
     }
 
     await bus.shutdown()

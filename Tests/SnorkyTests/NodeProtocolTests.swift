@@ -990,6 +990,39 @@ extension NodeProtocolTests {
             await node.shutdown()
         }
 
+        @Test("pubsub_backend starts a well-formed publish without a task, answering as handle does; anything else is left to handle")
+        func backendPublishStartsWithoutATask() async throws {
+            let node = try await TestNode.start()
+            let connection = node.connect()
+            try await connection.subscribe("news")
+            let backend = try #require(node.node.backendService(named: "pubsub_backend"))
+            let loop = MultiThreadedEventLoopGroup.singleton.next()
+            let publish: JSON = ["command": "publish", "params": ["channel": "news", "message": "fast"], "callId": 4]
+
+            let started = try #require(backend.startBackendRequest(publish, on: loop))
+            #expect(try await started.get() == RPCMessage.response(callId: 4, data: .null))
+            #expect(try await connection.next() == notification(channel: "news", message: "fast"))
+            // The same request through `handle` gets the same reply and publication.
+            let (backendClient, backendTransport) = RecordingTransport.connect(to: node.node)
+            await backend.handle(message: publish, from: backendClient)
+            #expect(try await backendTransport.next() == response("pubsub_backend", callId: 4))
+            #expect(try await connection.next() == notification(channel: "news", message: "fast"))
+
+            // Requests whose answer is an error keep `handle`'s exact message.
+            let others: [JSON] = [
+                ["command": "publish", "params": ["channel": "news"], "callId": 5],
+                ["command": "publish", "params": ["channel": "news", "message": 1, "extra": 2], "callId": 5],
+                ["command": "publish", "params": ["news", 1], "callId": 5],
+                ["command": "nope", "params": ["channel": "news", "message": 1], "callId": 5],
+                ["params": ["channel": "news", "message": 1]],
+            ]
+            for other in others {
+                #expect(backend.startBackendRequest(other, on: loop) == nil, "\(other)")
+            }
+            try await connection.expectIdle()
+            await node.shutdown()
+        }
+
         @Test("an authorizePublish hook refuses per client and channel")
         func authorizeHook() async throws {
             let seen = Locked<[(String?, JSON)]>([])
