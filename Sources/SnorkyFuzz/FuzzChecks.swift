@@ -108,7 +108,7 @@ final class FrameSink: ChannelInboundHandler {
         case .text:
             let payload = frame.unmaskedData
             require(payload.readableBytes <= FuzzChecks.maxFrameSize, "a message over the size limit was reassembled")
-            guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else { return }  // close 1007
+            guard payload.withUnsafeReadableBytes({ UTF8Validation.isValid($0) }) else { return }  // close 1007
             FuzzChecks.checkText(payload.readableBytesView)
         case .ping:
             _ = WebSocketWire.pongFrame(payload: frame.unmaskedData, allocator: context.channel.allocator)

@@ -188,11 +188,11 @@ struct JSONByteParser: ~Copyable {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
                 let raw = UnsafeBufferPointer(rebasing: bytes[start..<index])
-                guard let string = String(validating: raw, as: UTF8.self) else {
+                guard UTF8Validation.isValid(UnsafeRawBufferPointer(raw)) else {
                     throw JSONParseError(offset: start, reason: "invalid UTF-8 in string")
                 }
                 index += 1
-                return string
+                return String(decoding: raw, as: UTF8.self)
             }
             if byte == UInt8(ascii: "\\") { break }
             guard byte >= 0x20 else { throw fail("control character in string") }
@@ -205,10 +205,10 @@ struct JSONByteParser: ~Copyable {
             switch byte {
             case UInt8(ascii: "\""):
                 index += 1
-                guard let string = String(validating: decoded, as: UTF8.self) else {
+                guard decoded.withUnsafeBytes({ UTF8Validation.isValid($0) }) else {
                     throw JSONParseError(offset: start, reason: "invalid UTF-8 in string")
                 }
-                return string
+                return String(decoding: decoded, as: UTF8.self)
             case UInt8(ascii: "\\"):
                 index += 1
                 try parseEscape(into: &decoded)

@@ -163,7 +163,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         switch frame.opcode {
         case .text:
             let payload = frame.unmaskedData
-            guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else {
+            guard payload.withUnsafeReadableBytes({ UTF8Validation.isValid($0) }) else {
                 close(code: CloseCode.invalidPayload, reason: "Invalid UTF-8")
                 return
             }
