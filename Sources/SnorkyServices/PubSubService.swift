@@ -120,10 +120,14 @@ public final class PubSubBackendService: Sendable {
             let delivered = frontend.deliver(channel: channel, message: payload, on: loop)
         else { return nil }
         let callId = call.callId
-        return delivered
-            .map { RPCMessage.response(callId: callId, data: .null) }
-            .recover { error in
-                RPCMessage.error(callId: callId, message: (error as? RPCError ?? .internalError).message)
+        let reply = loop.makePromise(of: JSON.self)
+        delivered.whenComplete { result in
+            switch result {
+            case .success: reply.succeed(RPCMessage.response(callId: callId, data: .null))
+            case .failure(let error):
+                reply.succeed(RPCMessage.error(callId: callId, message: (error as? RPCError ?? .internalError).message))
             }
+        }
+        return reply.futureResult
     }
 }
