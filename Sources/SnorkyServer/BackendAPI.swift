@@ -128,7 +128,7 @@ final class BackendAPI: Sendable {
             let name = service.name
             let metrics = node.metrics
             reply.whenSuccess { message in
-                metrics.framesSent.add(1)  // as a reply sent through the client's queue is
+                metrics.framesSent.add(1)  // counted like a reply sent through a client's queue
                 transport.answer(ByteBuffer(bytes: Envelope.encodedBytes(service: name, message: message)))
             }
             return transport
