@@ -1,4 +1,4 @@
-public import SnorkyProtocol
+import SnorkyProtocol
 
 /// An error a command reports to its caller: `message` is sent verbatim in the
 /// `{"type":"error"}` reply. Any other error thrown by a command becomes `Internal error`

@@ -1,5 +1,5 @@
 public import Snorky
-public import SnorkyProtocol
+import SnorkyProtocol
 
 /// The seed's second example: a publish/subscribe service in a few lines. Because it uses
 /// the node's cluster primitives (`subscribe`, `broadcast`) instead of a local dictionary

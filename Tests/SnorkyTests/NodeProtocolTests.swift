@@ -247,7 +247,7 @@ private final class LoopClosingTransport: Transport {
     func flush() {}
 
     func close(code: UInt16, reason: String) {
-        let apply = {
+        let apply: @Sendable () -> Void = {
             self.state.withLock { state in
                 if !state.closed {
                     state.closed = true
