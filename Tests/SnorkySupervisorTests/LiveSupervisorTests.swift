@@ -81,7 +81,12 @@ struct LiveSupervisorTests {
         try await withCluster(LiveCluster.configuration(workers: 4)) { cluster in
             let before = cluster.supervisor.workerPIDs.compactMap { $0 }
             let stop = Flag()
-            async let load = TestClient.fetchContinuously(port: cluster.port, minimum: 500, until: stop)
+            // The reload starts once the load has been answered, so it runs across the reload.
+            let (firstAnswer, answered) = AsyncStream.makeStream(of: Void.self)
+            async let load = TestClient.fetchContinuously(port: cluster.port, minimum: 500, until: stop) {
+                answered.finish()
+            }
+            for await _ in firstAnswer {}
             await cluster.supervisor.reload()
             stop.set()
             let results = try await load

@@ -84,12 +84,14 @@ enum TestClient {
     static func fetchContinuously(
         port: Int,
         minimum: Int,
-        until stop: Flag
+        until stop: Flag,
+        afterFirst: @escaping @Sendable () -> Void = {}
     ) async throws -> [Result<WorkerReply, ClientFailure>] {
         try await DetachedThread.run(name: "test-client") {
             var results: [Result<WorkerReply, ClientFailure>] = []
             while results.count < minimum || !stop.isSet {
                 results.append(fetch(port: port))
+                if results.count == 1 { afterFirst() }
             }
             return results
         }
