@@ -110,13 +110,16 @@ public final class PubSubBackendService: Sendable {
         try await frontend.deliver(channel: channel, message: message)
     }
 
+    private static let publishParameters: Set<String> = ["channel", "message"]
+
     /// A well-formed `publish` starts here, without a task, and replies as `publish` does;
     /// anything else (another command, wrong params, a bus that must suspend) goes
     /// through `handle`.
     public func startBackendRequest(_ message: JSON, on loop: any EventLoop) -> EventLoopFuture<JSON>? {
         guard case .success(let call) = RPCCall.decode(message), call.command == "publish",
-            case .object(let params) = call.params, params.count == 2,
-            let channel = params["channel"], let payload = params["message"],
+            let params = try? ParamsBinder(call.params, accepting: Self.publishParameters),
+            let channel = try? params.required("channel", as: JSON.self),
+            let payload = try? params.required("message", as: JSON.self),
             let delivered = frontend.deliver(channel: channel, message: payload, on: loop)
         else { return nil }
         let callId = call.callId
