@@ -20,6 +20,10 @@ public struct Setting: Sendable {
     public var flag: String { "--" + key.replacingUnderscores() }
     /// Secrets are never logged or echoed back in errors.
     public var isSecret: Bool { key.hasSuffix("_key") || key.hasSuffix("_secret") }
+    /// Whether a value can hold a credential, so that it is passed on in the environment
+    /// (readable by its owner only) rather than on a command line (readable by every local
+    /// user): the secrets, and the Redis URL, which may carry a password.
+    public var mayHoldCredentials: Bool { isSecret || key == "redis" }
 }
 
 /// A raw value from the file (typed) or from the environment or a flag (text).

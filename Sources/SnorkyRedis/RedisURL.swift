@@ -27,24 +27,26 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     public init(_ string: String) throws(RedisError) {
+        // Errors quote the URL as given, which reaches logs: never with its password.
+        let shown = Self.redacted(string)
         if string.hasPrefix("/") {
             self.init(address: .unixSocket(path: string))
             return
         }
         if string.hasPrefix("rediss://") {
-            throw .invalidURL("TLS (rediss://) is not supported: \(string)")
+            throw .invalidURL("TLS (rediss://) is not supported: \(shown)")
         }
         if let rest = string.dropPrefix("unix://") {
             let (path, query) = rest.splitOnce("?")
             guard path.hasPrefix("/"), path.count > 1 else {
-                throw .invalidURL("expected unix:///absolute/path: \(string)")
+                throw .invalidURL("expected unix:///absolute/path: \(shown)")
             }
             self.init(address: .unixSocket(path: String(path)))
-            if let query { try applyQuery(query, url: string) }
+            if let query { try applyQuery(query, url: shown) }
             return
         }
         guard let rest = string.dropPrefix("redis://") else {
-            throw .invalidURL("expected redis://host[:port][/db] or unix:///path: \(string)")
+            throw .invalidURL("expected redis://host[:port][/db] or unix:///path: \(shown)")
         }
         let (beforeQuery, query) = rest.splitOnce("?")
         let (authorityPart, path) = beforeQuery.splitOnce("/")
@@ -56,23 +58,23 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             authority = authority[authority.index(after: at)...]
             let (user, secret) = userinfo.splitOnce(":")
             if let secret {
-                username = user.isEmpty ? nil : try Self.percentDecoded(user, url: string)
-                password = try Self.percentDecoded(secret, url: string)
+                username = user.isEmpty ? nil : try Self.percentDecoded(user, url: shown)
+                password = try Self.percentDecoded(secret, url: shown)
             } else {
                 // `redis://password@host` is a common shorthand.
-                password = try Self.percentDecoded(user, url: string)
+                password = try Self.percentDecoded(user, url: shown)
             }
         }
         let host: Substring
         var portText: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else {
-                throw .invalidURL("unterminated IPv6 address: \(string)")
+                throw .invalidURL("unterminated IPv6 address: \(shown)")
             }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
             if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw .invalidURL("bad host: \(string)") }
+                guard after.hasPrefix(":") else { throw .invalidURL("bad host: \(shown)") }
                 portText = after.dropFirst()
             }
         } else {
@@ -80,21 +82,21 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
             host = name
             portText = port
         }
-        guard !host.isEmpty else { throw .invalidURL("missing host: \(string)") }
+        guard !host.isEmpty else { throw .invalidURL("missing host: \(shown)") }
         var port = 6379
         if let portText {
             guard let value = Int(portText), (1...65535).contains(value) else {
-                throw .invalidURL("bad port: \(string)")
+                throw .invalidURL("bad port: \(shown)")
             }
             port = value
         }
         var database = 0
         if let path, !path.isEmpty {
-            guard let value = Int(path), value >= 0 else { throw .invalidURL("bad database: \(string)") }
+            guard let value = Int(path), value >= 0 else { throw .invalidURL("bad database: \(shown)") }
             database = value
         }
         self.init(address: .tcp(host: String(host), port: port), database: database, username: username, password: password)
-        if let query { try applyQuery(query, url: string) }
+        if let query { try applyQuery(query, url: shown) }
     }
 
     private mutating func applyQuery(_ query: Substring, url: String) throws(RedisError) {
@@ -113,6 +115,27 @@ public struct RedisURL: Sendable, Hashable, CustomStringConvertible {
                 throw .invalidURL("unknown parameter \(key): \(url)")
             }
         }
+    }
+
+    /// `string` with its credentials masked: everything between `://` and the last `@`,
+    /// and the value of a `password` parameter. It need not be a valid URL.
+    static func redacted(_ string: String) -> String {
+        var text = Substring(string)
+        var result = ""
+        if let scheme = text.firstRange(of: "://") {
+            result += text[..<scheme.upperBound]
+            text = text[scheme.upperBound...]
+            let beforeQuery = text.prefix { $0 != "?" }
+            if let at = beforeQuery.lastIndex(of: "@") {
+                result += "***@"
+                text = text[text.index(after: at)...]
+            }
+        }
+        guard let question = text.firstIndex(of: "?") else { return result + text }
+        result += text[...question]
+        let parameters = text[text.index(after: question)...].split(separator: "&", omittingEmptySubsequences: false)
+        result += parameters.map { $0.hasPrefix("password=") ? "password=***" : String($0) }.joined(separator: "&")
+        return result
     }
 
     private static func percentDecoded(_ text: Substring, url: String) throws(RedisError) -> String {

@@ -58,6 +58,10 @@ struct ServeCommand: AsyncParsableCommand {
         defer { metricsDirectory.remove() }
         var workerEnvironment = forwarded.environment.merging(demoEnvironment) { configured, _ in configured }
         workerEnvironment[MetricsDirectory.environmentVariable] = metricsDirectory.path
+        // Workers never inherit SNORKY_REDIS: the supervisor clears it, as the variable in
+        // which it hands them its private server. A configured URL, whichever source it came
+        // from, is handed on here.
+        if let redis = configuration.redis { workerEnvironment[WorkerEnvironment.Variable.redis] = redis }
         let supervisor = Supervisor(
             configuration: SupervisorConfiguration(
                 workerCount: configuration.resolvedWorkers,

@@ -112,7 +112,8 @@ struct ServerOptions: ParsableArguments {
     }
 
     /// The arguments and environment to hand a worker so it loads the same configuration.
-    /// Secrets travel in the environment, never on a command line other users can read.
+    /// Secrets and the Redis URL (it may carry a password) travel in the environment, never
+    /// on a command line other users can read.
     var forwardedToWorkers: (arguments: [String], environment: [String: String]) {
         var arguments: [String] = []
         var environment: [String: String] = [:]
@@ -121,7 +122,7 @@ struct ServerOptions: ParsableArguments {
             guard let value = flagValues[setting.key] else { continue }
             if Self.switches.contains(setting.key) {
                 arguments.append(setting.flag)
-            } else if setting.isSecret {
+            } else if setting.mayHoldCredentials {
                 environment[setting.environmentVariable] = value
             } else {
                 arguments += [setting.flag, value]

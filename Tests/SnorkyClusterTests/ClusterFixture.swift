@@ -149,6 +149,7 @@ final class LogWatch: Sendable {
 
     /// The first record (printed already or to come) satisfying `predicate`, ignoring the
     /// first `index` records.
+    @discardableResult
     func first(
         _ description: String,
         after index: Int = 0,

@@ -1,3 +1,4 @@
+import Foundation
 import SnorkyProtocol
 import SnorkyTesting
 import Testing
@@ -171,6 +172,42 @@ extension ClusterTests {
                     let after = try await cluster.stats()
                     #expect(after.values.allSatisfy { $0.topics == 0 }, "\(after)")
                 }
+            }
+        }
+
+        /// A password-protected Redis, its URL given as a flag or in `SNORKY_REDIS`: the
+        /// password reaches the workers (publications cross workers through Redis), yet never
+        /// a worker's command line, which every local user can read, nor any log line.
+        @Test(arguments: [true, false])
+        func aRedisPasswordStaysOffWorkerCommandLinesAndLogs(givenAsFlag: Bool) async throws {
+            let password = "pw-\(UInt64.random(in: 1...UInt64.max))"
+            let redis = try await RedisServerProcess(unixSocket: false, tcp: true, extraArguments: ["--requirepass", password])
+            defer { redis.remove() }
+            let address = try #require(redis.tcpURL).dropFirst("redis://".count)
+            let url = "redis://:\(password)@\(address)"
+            try await withCluster(
+                workers: 2, redis: givenAsFlag ? url : nil, environment: givenAsFlag ? [:] : ["SNORKY_REDIS": url]
+            ) { cluster in
+                let channel: JSON = "with-password"
+                let subscribers = try await cluster.connectMany(20, subscribingTo: channel)
+                let stats = try await cluster.stats()
+                #expect(stats.values.allSatisfy { $0.topics == 1 }, "subscribers on both workers: \(stats)")
+                #expect(try await cluster.backendPublish(channel, "hello").status == 200)
+                for subscriber in subscribers {
+                    #expect(try await subscriber.nextPublication(on: channel) == "hello")
+                }
+
+                let workers = cluster.workerPIDs
+                #expect(workers.count == 2)
+                for pid in workers.values {
+                    let commandLine = try #require(FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"))
+                    let text = String(decoding: commandLine, as: UTF8.self)
+                    #expect(text.contains("worker"), "\(text)")
+                    #expect(!text.contains(password), "the password is on worker \(pid)'s command line")
+                }
+                let leaks = cluster.logs.records.filter { $0.text.contains(password) }
+                #expect(leaks.isEmpty, "the password in the log: \(leaks)")
+                for subscriber in subscribers { try? await subscriber.close() }
             }
         }
     }

@@ -174,6 +174,27 @@ struct RedisURLTests {
     func invalidURLs(_ text: String) {
         #expect(throws: RedisError.self) { try RedisURL(text) }
     }
+
+    /// The error quotes the URL, and errors reach logs: the password is masked wherever the
+    /// parse fails, even when the password itself is what is malformed.
+    @Test(arguments: [
+        "redis://:hunter2@host:99999", "redis://user:hunter2@host:x", "redis://hunter2@", "redis://:hunter2@host/-1",
+        "redis://:hun%zzter2@host", "rediss://:hunter2@host", "redis://:hunter2@[::1", "redis://:hunter2@host?bogus=1",
+        "unix:///s.sock?password=hunter2&bogus=1", "unix://relative?password=hunter2", "redis://:a@b@hunter2@host:x",
+    ])
+    func invalidURLErrorsNeverQuoteThePassword(_ text: String) throws {
+        let error = try #require(throws: RedisError.self) { try RedisURL(text) }
+        #expect(!error.description.contains("hunter2"), "\(error)")
+        #expect(!error.description.contains("zz"), "\(error)")
+        #expect(error.description.contains("***"), "\(error)")
+    }
+
+    @Test func redactedKeepsEverythingButTheCredentials() {
+        #expect(RedisURL.redacted("redis://user:pw@host:6380/2") == "redis://***@host:6380/2")
+        #expect(RedisURL.redacted("redis://host:6380") == "redis://host:6380")
+        #expect(RedisURL.redacted("unix:///r.sock?db=1&password=pw&x=y") == "unix:///r.sock?db=1&password=***&x=y")
+        #expect(RedisURL.redacted("redis://pw@host?password=pw2") == "redis://***@host?password=***")
+    }
 }
 
 @Suite("Bus envelope")
