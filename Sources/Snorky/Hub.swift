@@ -133,12 +133,13 @@ public final class Hub: Sendable {
 /// together in one task, and each connection is flushed once per batch. Direct sends and
 /// closes travel the same queue, so a connection sees everything in production order.
 ///
-/// On top of that, a connection flushed less than `maxWriteDelay` ago is not flushed again
-/// at once: its frames collect on the connection and go out in one `sendmsg` when the
-/// delay has passed (or sooner, past `flushThreshold` bytes). A connection that receives a
-/// frame now and then is written immediately; a busy one costs one syscall per delay
-/// instead of one per message, which is what makes a large fan-out cheap, for the server
-/// and for the client reading it.
+/// On top of that, while the loop writes many frames (`coalescingRate` or more a second), a
+/// connection flushed less than `maxWriteDelay` ago is not flushed again at once: its
+/// frames collect on the connection and go out in one `sendmsg` when the delay has passed
+/// (or sooner, past `flushThreshold` bytes). A connection that receives a frame now and
+/// then is written immediately; a busy one costs one syscall per delay instead of one per
+/// message, which is what makes a large fan-out cheap, for the server and for the client
+/// reading it. A quiet loop has no syscalls worth saving, so it never makes a frame wait.
 final class LoopWriter: Sendable {
     let loop: any EventLoop
     let policy: WritePolicy
@@ -197,6 +198,7 @@ final class LoopWriter: Sendable {
             case .frame(let frame, let clients):
                 let size = frame.wire.readableBytes
                 metrics.framesSent.add(clients.count)
+                flushes.framesUncounted += clients.count
                 for client in clients {
                     let transport = client.transport
                     transport.write(frame)
@@ -224,6 +226,8 @@ final class LoopWriter: Sendable {
         metrics.framesSent.add(clients.count)
         let now = NIODeadline.now()
         flushes.lastNow = now
+        flushes.framesUncounted += clients.count
+        let coalescing = isBusy(now: now)
         var earliest: NIODeadline?
         for client in clients {
             let transport = client.transport
@@ -232,7 +236,7 @@ final class LoopWriter: Sendable {
                 transport.write(frame)
                 state.unflushedBytes += size
                 if state.unflushedBytes >= policy.flushThreshold { flushes.flush(transport, at: now) }
-            } else if let due = deferral(of: state, adding: size, now: now) {
+            } else if coalescing, let due = deferral(of: state, adding: size, now: now) {
                 transport.write(frame)
                 state.unflushedBytes += size
                 postpone(transport, state: state, until: due, earliest: &earliest)
@@ -251,6 +255,7 @@ final class LoopWriter: Sendable {
         guard !flushes.dirty.isEmpty else { return }
         let now = NIODeadline.now()
         flushes.lastNow = now
+        let coalescing = isBusy(now: now)
         var earliest: NIODeadline?
         for transport in flushes.dirty {
             let state = transport.writeState
@@ -260,7 +265,7 @@ final class LoopWriter: Sendable {
                 if state.unflushedBytes >= policy.flushThreshold { flushes.flush(transport, at: now) }
                 continue
             }
-            if let due = deferral(of: state, adding: 0, now: now) {
+            if coalescing, let due = deferral(of: state, adding: 0, now: now) {
                 postpone(transport, state: state, until: due, earliest: &earliest)
             } else {
                 flushes.flush(transport, at: now)
@@ -268,6 +273,24 @@ final class LoopWriter: Sendable {
         }
         flushes.dirty.removeAll(keepingCapacity: true)
         scheduleDeferredFlush(earliest)
+    }
+
+    /// Whether the loop writes enough frames for coalescing to pay: at least
+    /// `coalescingRate` a second over the current or the previous window of
+    /// `WritePolicy.loadWindow`. Counts the frames written since it was last asked.
+    private func isBusy(now: NIODeadline) -> Bool {
+        let flushes = self.flushes
+        let window = WritePolicy.loadWindow
+        if now - flushes.windowStart >= window {
+            // After a pause longer than a window, the last count is stale.
+            flushes.framesInPreviousWindow = now - flushes.windowStart >= window * 2 ? 0 : flushes.framesInWindow
+            flushes.framesInWindow = 0
+            flushes.windowStart = now
+        }
+        flushes.framesInWindow += flushes.framesUncounted
+        flushes.framesUncounted = 0
+        let threshold = policy.coalescingRate * Int(window.nanoseconds) / 1_000_000_000
+        return max(flushes.framesInWindow, flushes.framesInPreviousWindow) >= threshold
     }
 
     /// When a connection that is not waiting yet may next be flushed, if not now: it was
@@ -314,10 +337,17 @@ public struct WritePolicy: Sendable {
     public var maxWriteDelay: TimeAmount
     /// Unflushed bytes past which a connection is flushed without waiting.
     public var flushThreshold: Int
+    /// Frames a second an event loop must be writing before any frame waits: below it the
+    /// syscalls saved are not worth the delay. Zero coalesces at any load.
+    public var coalescingRate: Int
 
-    public init(maxWriteDelay: TimeAmount = .milliseconds(20), flushThreshold: Int = 16 * 1024) {
+    /// The span over which a loop's frames are counted against `coalescingRate`.
+    static let loadWindow = TimeAmount.milliseconds(100)
+
+    public init(maxWriteDelay: TimeAmount = .milliseconds(20), flushThreshold: Int = 16 * 1024, coalescingRate: Int = 20_000) {
         self.maxWriteDelay = maxWriteDelay
         self.flushThreshold = flushThreshold
+        self.coalescingRate = coalescingRate
     }
 
     /// Every batch flushed at once.
@@ -335,6 +365,12 @@ private final class FlushQueue: @unchecked Sendable {
     var isTickScheduled = false
     /// The time of the last flush pass, for flushes that need no fresh clock reading.
     var lastNow = NIODeadline.uptimeNanoseconds(0)
+    /// The load gauge (`LoopWriter.isBusy`): frames written and not yet counted, frames in
+    /// the window that began at `windowStart`, and in the window before it.
+    var framesUncounted = 0
+    var framesInWindow = 0
+    var framesInPreviousWindow = 0
+    var windowStart = NIODeadline.uptimeNanoseconds(0)
 
     func flush(_ transport: any Transport, at now: NIODeadline) {
         let state = transport.writeState

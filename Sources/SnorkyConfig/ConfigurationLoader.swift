@@ -172,6 +172,10 @@ public enum ConfigurationLoader {
             config, value throws(ConfigurationError) in
             config.maxWriteDelay = try value.seconds("max_write_delay", allowZero: true)
         },
+        Setting(key: "coalescing_rate", summary: "frames per second a worker thread must be writing before max_write_delay applies (0 = at any load)") {
+            config, value throws(ConfigurationError) in
+            config.coalescingRate = try value.int("coalescing_rate", range: 0...1_000_000_000)
+        },
         Setting(key: "max_connections", summary: "WebSocket connections per worker (0 = no limit); more: close 4003") {
             config, value throws(ConfigurationError) in
             config.maxConnections = try value.int("max_connections", range: 0...10_000_000)

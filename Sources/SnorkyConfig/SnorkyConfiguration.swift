@@ -41,6 +41,9 @@ public struct SnorkyConfiguration: Sendable, Equatable {
     /// Seconds a connection flushed recently waits before its next write, so a busy
     /// connection gets many frames per syscall; 0 writes every batch at once.
     public var maxWriteDelay = 0.02
+    /// Frames a second a worker's event loop must be writing before `maxWriteDelay`
+    /// applies: a quiet server never makes a frame wait. 0 coalesces at any load.
+    public var coalescingRate = 20_000
     /// WebSocket connections per worker; 0 = no limit. More are closed with 4003.
     public var maxConnections = 0
     /// Requests (messages and pings) per second one connection may send, sustained;

@@ -107,6 +107,7 @@ enum WorkerRunner {
         )
         node.maxSubscriptionsPerClient = configuration.maxSubscriptions
         node.writePolicy.maxWriteDelay = .nanoseconds(Int64(configuration.maxWriteDelay * 1e9))
+        node.writePolicy.coalescingRate = configuration.coalescingRate
         return node
     }
 

@@ -358,6 +358,11 @@ struct HubTests {
 extension HubTests {
     @Suite("Hub: coalescing writes to busy connections", .timeLimit(.minutes(1)))
     struct WriteCoalescing {
+        /// A policy that coalesces at any load, with `maxWriteDelay` and `flushThreshold`.
+        private static func alwaysCoalescing(_ delay: TimeAmount, flushThreshold: Int = 16 * 1024) -> WritePolicy {
+            WritePolicy(maxWriteDelay: delay, flushThreshold: flushThreshold, coalescingRate: 0)
+        }
+
         /// One subscriber of "t" on a hub with `policy`, on a loop of its own.
         private static func setUp(_ policy: WritePolicy) -> (MultiThreadedEventLoopGroup, Hub, Client, CountingTransport) {
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -370,7 +375,7 @@ extension HubTests {
 
         @Test("a connection that was quiet is written at once")
         func quietConnectionIsFlushedAtOnce() async throws {
-            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600)))
+            let (group, hub, _, transport) = Self.setUp(Self.alwaysCoalescing(.seconds(3600)))
             hub.deliver(topic: "t", payload: payload("1"))
             try await drain(group.next())
             #expect(transport.events == ["1", "flush"])
@@ -382,7 +387,7 @@ extension HubTests {
             // Long enough that the three deliveries below surely land within it, even on a
             // loaded machine; the test waits it out once.
             let delay = TimeAmount.seconds(3)
-            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: delay))
+            let (group, hub, _, transport) = Self.setUp(Self.alwaysCoalescing(delay))
             let loop = group.next()
             let start = NIODeadline.now()  // the first flush happens after this
             hub.deliver(topic: "t", payload: payload("1"))
@@ -401,7 +406,7 @@ extension HubTests {
 
         @Test("past the byte threshold a busy connection is flushed without waiting")
         func thresholdFlushesEarly() async throws {
-            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600), flushThreshold: 100))
+            let (group, hub, _, transport) = Self.setUp(Self.alwaysCoalescing(.seconds(3600), flushThreshold: 100))
             let loop = group.next()
             hub.deliver(topic: "t", payload: payload("1"))
             try await drain(loop)
@@ -415,9 +420,54 @@ extension HubTests {
             try await group.shutdownGracefully()
         }
 
+        @Test("on a quiet loop no frame waits, however close together a connection's frames come")
+        func quietLoopNeverDelays() async throws {
+            // The default rate (20,000 frames/s) and a delay that would hold every frame
+            // after the first for an hour if it applied.
+            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600)))
+            let loop = group.next()
+            for text in ["1", "2", "3"] {
+                hub.deliver(topic: "t", payload: payload(text))
+                try await drain(loop)
+            }
+            #expect(transport.events == ["1", "flush", "2", "flush", "3", "flush"])
+            try await group.shutdownGracefully()
+        }
+
+        @Test("once its loop writes coalescingRate frames a second, a busy connection's frames wait")
+        func busyLoopDelays() async throws {
+            // 10,000 frames/s over the 100 ms load window: 1,000 frames make the loop busy.
+            let (group, hub, _, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600), coalescingRate: 10_000))
+            let loop = group.next()
+            let node = makeNode()
+            for _ in 0..<100 {
+                hub.add(node.makeClient(transport: CountingTransport(eventLoop: loop)), to: "bulk")
+            }
+            hub.deliver(topic: "t", payload: payload("1"))
+            try await drain(loop)
+
+            // 900 frames for others in the same batch as "2": 902 in all, not busy, no wait.
+            var blocker = LoopBlocker(loop)
+            for _ in 0..<9 { hub.deliver(topic: "bulk", payload: payload("x")) }
+            hub.deliver(topic: "t", payload: payload("2"))
+            blocker.release()
+            try await drain(loop)
+            #expect(transport.events == ["1", "flush", "2", "flush"])
+
+            // 1,000 in the batch of "3", so in the current window whatever the clock did:
+            // busy, and "t", flushed moments ago, waits.
+            blocker = LoopBlocker(loop)
+            for _ in 0..<10 { hub.deliver(topic: "bulk", payload: payload("x")) }
+            hub.deliver(topic: "t", payload: payload("3"))
+            blocker.release()
+            try await drain(loop)
+            #expect(transport.events == ["1", "flush", "2", "flush", "3"])
+            try await group.shutdownGracefully()
+        }
+
         @Test("a close sends the frames still waiting before it")
         func closeSendsWaitingFramesFirst() async throws {
-            let (group, hub, client, transport) = Self.setUp(WritePolicy(maxWriteDelay: .seconds(3600)))
+            let (group, hub, client, transport) = Self.setUp(Self.alwaysCoalescing(.seconds(3600)))
             let loop = group.next()
             hub.deliver(topic: "t", payload: payload("1"))
             try await drain(loop)
