@@ -7,7 +7,11 @@
 #
 # Both servers get the same Redis (a private redis-server on 127.0.0.1:$REDIS_PORT started
 # here), the same client (snorky-bench), and are started fresh for every workload, one at a
-# time, so neither runs while the other is measured.
+# time, so neither runs while the other is measured. The latency workload is measured in
+# alternating rounds (Snorky, Nchan, Snorky, Nchan, ...): a p99 of a few hundred
+# microseconds on a shared machine moves with whatever else the machine does, and
+# alternating keeps a busy spell from landing on one server only. Each server's median
+# round (by p99) is the one reported, next to every round's p99.
 #
 # Environment knobs (defaults in brackets):
 #   WORKLOADS     which of: fanout channels idle latency          [all four]
@@ -15,6 +19,7 @@
 #   SCALE         multiplies every connection count (0.1 = smoke)  [1]
 #   DURATION      seconds of publishing per workload               [10]
 #   LATENCY_RATE  publications/s of the latency workload           [1000]
+#   LATENCY_ROUNDS  alternating rounds of the latency workload     [3]
 #   SNORKY_BUS    redis: `--workers 2 --redis ...` (the comparison);
 #                 memory: `--workers 1 --bus memory`, for while the Redis bus is unfinished [redis]
 #   NCHAN_REDIS_MODE  nchan_redis_storage_mode: nostore (Redis as a pure broadcast bus, like
@@ -34,6 +39,7 @@ TARGETS=${TARGETS:-"snorky nchan"}
 SCALE=${SCALE:-1}
 DURATION=${DURATION:-10}
 LATENCY_RATE=${LATENCY_RATE:-1000}
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-3}
 SNORKY_BUS=${SNORKY_BUS:-redis}
 NCHAN_REDIS_MODE=${NCHAN_REDIS_MODE:-nostore}
 REDIS_PORT=${REDIS_PORT:-6390}
@@ -248,8 +254,9 @@ workload_args() {
     esac
 }
 
-run_one() {  # run_one WORKLOAD TARGET
-    local workload=$1 target=$2 target_args redis_args="--redis-pid $REDIS_PID"
+run_one() {  # run_one WORKLOAD TARGET [ROUND]: results in $RAW/WORKLOAD-TARGET[-ROUND].json
+    local workload=$1 target=$2 round=${3:-} target_args redis_args="--redis-pid $REDIS_PID"
+    local name="$workload-$target${round:+-$round}"
     redis-cli -p "$REDIS_PORT" flushall >/dev/null
     if [ "$target" = snorky ]; then
         start_snorky
@@ -259,23 +266,37 @@ run_one() {  # run_one WORKLOAD TARGET
         start_nchan
         target_args="--target nchan --port $NCHAN_PORT"
     fi
-    say "$workload / $target"
+    say "$workload / $target${round:+ (round $round of $LATENCY_ROUNDS)}"
     # In the background and waited for, so that a signal reaches the cleanup trap at once
     # instead of after the run.
     # shellcheck disable=SC2046,SC2086
     SNORKY_BACKEND_KEY="$BACKEND_KEY" "$BENCH" $target_args $(workload_args "$workload") \
         --server-pid-tree "$SERVER_PID" $redis_args \
-        --label "$workload/$target" --json-file "$RAW/$workload-$target.json" \
+        --label "$workload/$target${round:+/$round}" --json-file "$RAW/$name.json" \
         > >(tee -a "$LOG") 2>>"$LOG" &
     local bench_pid=$!
     STARTED_PIDS+=("$bench_pid")
     if ! wait "$bench_pid"; then
         say "$workload / $target failed (see $LOG)"
-        rm -f "$RAW/$workload-$target.json"
+        rm -f "$RAW/$name.json"
     fi
     forget_pid "$bench_pid"
     stop_server
     sleep 2
+}
+
+# The rounds of WORKLOAD on TARGET, in round order.
+round_files() { find "$RAW" -maxdepth 1 -name "$1-$2-*.json" | sort -V; }
+
+# The report WORKLOAD-TARGET's rows come from: the one run, or of several rounds the one
+# with the median p99 (the lower middle one of an even count).
+result_file() {  # result_file WORKLOAD TARGET
+    local rounds
+    rounds=$(round_files "$1" "$2")
+    if [ -z "$rounds" ]; then echo "$RAW/$1-$2.json"; return; fi
+    echo "$rounds" | while read -r f; do
+        p99=$(value "$f" '.latency.p99Micros'); [ -n "$p99" ] && echo "$p99 $f"
+    done | sort -n | awk '{ line[NR] = $2 } END { if (NR) print line[int((NR + 1) / 2)] }'
 }
 
 # ---------------------------------------------------------------- report
@@ -297,12 +318,20 @@ format() {  # format KIND VALUE
 
 row() {  # row WORKLOAD METRIC KIND JQ-PATH
     local s n ratio="–"
-    s=$(value "$RAW/$1-snorky.json" "$4")
-    n=$(value "$RAW/$1-nchan.json" "$4")
+    s=$(value "$(result_file "$1" snorky)" "$4")
+    n=$(value "$(result_file "$1" nchan)" "$4")
     if [ -n "$s" ] && [ -n "$n" ]; then
         ratio=$(awk -v s="$s" -v n="$n" 'BEGIN { if (n + 0 == 0) print "–"; else printf "%.2f\n", s / n }')
     fi
     printf '| %s | %s | %s | %s | %s |\n' "$1" "$2" "$(format "$3" "$s")" "$(format "$3" "$n")" "$ratio"
+}
+
+rounds_row() {  # rounds_row WORKLOAD: every round's p99, for each server
+    local cells=() target
+    for target in snorky nchan; do
+        cells+=("$(round_files "$1" "$target" | while read -r f; do format us "$(value "$f" '.latency.p99Micros')"; done | paste -sd, | sed 's/,/, /g')")
+    done
+    printf '| %s | latency p99 of each round (rows above: the median round) | %s | %s | – |\n' "$1" "${cells[0]:-–}" "${cells[1]:-–}"
 }
 
 write_report() {
@@ -316,7 +345,7 @@ write_report() {
         echo "- Snorky: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?') (uncommitted changes: $(cd "$ROOT" && git status --porcelain 2>/dev/null | wc -l | tr -d ' ') files), $([ "$SNORKY_BUS" = memory ] && echo '1 worker, in-memory bus (Redis bus not used!)' || echo "supervisor + 2 workers, Redis bus")"
         echo "- Nchan: libnginx-mod-nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), $(nginx -v 2>&1 | sed 's/^nginx version: //'), 2 worker processes, nchan_redis_storage_mode $NCHAN_REDIS_MODE"
         echo "- Redis: $(redis-server --version | awk '{ print $3 }' | sed 's/v=//'), no persistence, on 127.0.0.1:$REDIS_PORT"
-        echo "- Scale $SCALE, $DURATION s of publishing per workload; the client shares the machine's cores with the servers."
+        echo "- Scale $SCALE, $DURATION s of publishing per workload; latency in $LATENCY_ROUNDS alternating rounds per server, each reported from its median round; the client shares the machine's cores with the servers."
         echo
         echo "| Workload | Metric | Snorky | Nchan | Snorky / Nchan |"
         echo "|---|---|---|---|---|"
@@ -346,6 +375,7 @@ write_report() {
                     row "$workload" "latency max" us '.latency.maxMicros'
                     row "$workload" "messages lost" int '.delivery.lost'
                     row "$workload" "server CPU s per million deliveries" sec '.server.cpuSecondsPerMillionDeliveries'
+                    [ "$LATENCY_ROUNDS" -gt 1 ] && rounds_row "$workload"
                     ;;
             esac
         done
@@ -383,9 +413,13 @@ rm -f "$RAW"/*.json
 start_redis
 for target in $TARGETS; do [ "$target" = nchan ] && write_nginx_config; done
 for workload in $WORKLOADS; do
-    for target in $TARGETS; do
-        run_one "$workload" "$target"
-    done
+    if [ "$workload" = latency ] && [ "$LATENCY_ROUNDS" -gt 1 ]; then
+        for round in $(seq "$LATENCY_ROUNDS"); do
+            for target in $TARGETS; do run_one "$workload" "$target" "$round"; done
+        done
+    else
+        for target in $TARGETS; do run_one "$workload" "$target"; done
+    fi
 done
 write_report
 cat "$OUT/latest.md"
