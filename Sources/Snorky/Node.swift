@@ -41,6 +41,9 @@ public final class Node: BusReceiver, Sendable {
     private let nextClientID = Atomic<UInt64>(1)
     private let clients = Mutex<[UInt64: Client]>([:])
     private let livenessTask = Mutex<Task<Void, Never>?>(nil)
+    /// Cleanups of departed clients that could not reach the cluster state, in the order
+    /// they failed; retried every liveness round (`removeState(ownedBy:in:)`).
+    private let pendingRemovals = Mutex<[(owner: ClientAddress, space: String)]>([])
     private let probe = BusProbe()
 
     public init(
@@ -111,18 +114,76 @@ public final class Node: BusReceiver, Sendable {
         }
         do {
             try await state.heartbeat(nodeID: id, ttl: ttl)
+            try await retryPendingRemovals()
             let reaped = try await state.reapDeadNodes(survivor: id)
             guard !reaped.nodes.isEmpty else { return }
             logger.notice(
                 "reaped the state of dead nodes",
                 metadata: ["nodes": "\(reaped.nodes)", "names": "\(reaped.names.count)",
                     "presence": "\(reaped.presence.count)", "records": "\(reaped.records.count)"])
-            for service in registrationOrder.withLock({ $0 }) {
-                await service.stateReaped(reaped)
-            }
+            await handOut(reaped)
         } catch {
             logger.warning("liveness round failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Gives every service state removed on behalf of clients that can no longer send
+    /// their own notifications.
+    private func handOut(_ reaped: ReapedState) async {
+        for service in registrationOrder.withLock({ $0 }) {
+            await service.stateReaped(reaped)
+        }
+    }
+
+    // MARK: Departed clients' state
+
+    /// Removes everything `owner` holds in `space` of the cluster state (names, presence,
+    /// records) once its client has left, and returns what was removed.
+    ///
+    /// When the state cannot be reached (Redis is down or not answering), the removal is
+    /// not dropped: this returns nothing removed, and the liveness loop retries it every
+    /// round until it succeeds. What it removes then goes to every service's
+    /// `stateReaped`, as a dead node's state does, so the `left` or `cursorRemoved` the
+    /// departure owes still goes out, late rather than never.
+    public func removeState(ownedBy owner: ClientAddress, in space: String) async -> ReapedState {
+        do {
+            return try await state.removeAll(ownedBy: owner, in: space)
+        } catch {
+            logger.warning("state cleanup failed; retrying once the state answers", metadata: ["space": "\(space)", "error": "\(error)"])
+            pendingRemovals.withLock { $0.append((owner, space)) }
+            return ReapedState()
+        }
+    }
+
+    /// Retries the failed removals in order; the first that fails again stops the round and
+    /// keeps its place with those after it. What was removed is handed out either way.
+    private func retryPendingRemovals() async throws(BusError) {
+        let pending = pendingRemovals.withLock { pending in
+            defer { pending = [] }
+            return pending
+        }
+        guard !pending.isEmpty else { return }
+        var removed = ReapedState()
+        var failure: BusError?
+        var retried = 0
+        for (index, removal) in pending.enumerated() {
+            do {
+                let reaped = try await state.removeAll(ownedBy: removal.owner, in: removal.space)
+                removed.names += reaped.names
+                removed.presence += reaped.presence
+                removed.records += reaped.records
+                retried += 1
+            } catch {
+                pendingRemovals.withLock { $0.insert(contentsOf: pending[index...], at: 0) }
+                failure = error
+                break
+            }
+        }
+        if retried > 0 {
+            logger.notice("retried state cleanup", metadata: ["clients": "\(retried)", "presence": "\(removed.presence.count)", "records": "\(removed.records.count)"])
+        }
+        if !removed.isEmpty { await handOut(removed) }
+        if let failure { throw failure }
     }
 
     // MARK: Services

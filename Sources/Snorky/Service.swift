@@ -17,7 +17,9 @@ public protocol Service: AnyObject, Sendable {
 
     /// Cluster state owned by clients of a worker or node that died was removed by this
     /// node; send the notifications its owners could not (e.g. chat `left`). Called on one
-    /// surviving node only.
+    /// surviving node only. Also called with the state of this node's own departed clients
+    /// when its removal had to wait for the state to answer again
+    /// (`Node.removeState(ownedBy:in:)`).
     func stateReaped(_ reaped: ReapedState) async
 
     /// Whether requests pipelined on one backend HTTP connection may be handled at the same

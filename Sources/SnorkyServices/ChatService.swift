@@ -151,11 +151,7 @@ public final class ChatService: Sendable {
     public func clientDisconnected(_ client: Client) async {
         guard let joined = connections.withLock({ $0.removeValue(forKey: client.id) }) else { return }
         // The node has already dropped the client's topics, so it hears none of this.
-        let address = node.address(of: client)
-        var reaped = ReapedState()
-        await ClusterCall.attempt(node, "removeAll") { () async throws(BusError) in
-            reaped = try await node.state.removeAll(ownedBy: address, in: name)
-        }
+        let reaped = await node.removeState(ownedBy: node.address(of: client), in: name)
         await announceDepartures(reaped.presence) { joined[$0]?.channel }
     }
 

@@ -207,11 +207,7 @@ public final class CursorsService: Sendable {
         guard connections.withLock({ $0.removeValue(forKey: client.id) }) != nil else { return }
         // The state, not the local entry, lists what to remove: it also holds a record whose
         // creation failed half-way. The node has already dropped the client's topics.
-        let address = node.address(of: client)
-        var reaped = ReapedState()
-        await ClusterCall.attempt(node, "removeAll") { () async throws(BusError) in
-            reaped = try await node.state.removeAll(ownedBy: address, in: name)
-        }
+        let reaped = await node.removeState(ownedBy: node.address(of: client), in: name)
         await announceRemovals(reaped.records)
     }
 

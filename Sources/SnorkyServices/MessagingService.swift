@@ -116,9 +116,6 @@ public final class MessagingService: Sendable {
 
     public func clientDisconnected(_ client: Client) async {
         guard claimants.withLock({ $0.remove(client.id) }) != nil else { return }
-        let address = node.address(of: client)
-        await ClusterCall.attempt(node, "removeAll") { () async throws(BusError) in
-            _ = try await node.state.removeAll(ownedBy: address, in: name)
-        }
+        _ = await node.removeState(ownedBy: node.address(of: client), in: name)
     }
 }

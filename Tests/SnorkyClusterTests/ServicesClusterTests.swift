@@ -420,6 +420,64 @@ extension ClusterTests {
                 }
             }
         }
+
+        /// A client that leaves while Redis does not answer: its removal from the cluster
+        /// state fails then, and is retried once Redis answers again, so its presence `left`,
+        /// its `cursorRemoved` and its freed name still reach the others, late rather than
+        /// never. Redis keeps its data throughout (`CLIENT PAUSE WRITE`), as it does when a
+        /// network partition heals.
+        @Test func aClientLeavingDuringARedisOutageIsRemovedOnceRedisAnswers() async throws {
+            try await withRedis { redis in
+                try await withCluster(workers: 1, redis: redis.url, arguments: Self.tokenArguments) { cluster in
+                    func connect(_ identity: String) async throws -> ServiceClient {
+                        let token = try await connectionToken(for: identity)
+                        let client = try await WebSocketTestClient.connect(
+                            host: cluster.host, port: cluster.wsPort, path: "/ws", query: "token=\(token)")
+                        return ServiceClient(identity, client)
+                    }
+                    let alice = try await connect("alice")
+                    let bob = try await connect("bob")
+                    let channel: JSON = "#partitioned"
+                    let document: JSON = "partitioned-doc"
+
+                    #expect(try await bob.call("chat", "join", ["channel": channel]) == .response(["members": ["bob"]]))
+                    #expect(try await bob.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
+                    #expect(
+                        try await alice.call("chat", "join", ["channel": channel]) == .response(["members": ["alice", "bob"]]))
+                    let joined = try await bob.next("chat")
+                    #expect(joined["status"] == "joined" && joined["from"] == "alice", "\(joined)")
+                    #expect(try await alice.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
+                    let created = try await alice.call(
+                        "cursors", "createCursor", ["privateHandle": 1, "document": document, "position": 1, "status": "here"])
+                    let handle = try #require(created.responseData?.int64Value, "createCursor: \(created)")
+                    let added = try await bob.next("cursors")
+                    #expect(added["type"] == "cursorAdded", "\(added)")
+                    #expect(try await alice.call("messaging", "registerParticipant", ["name": "Dave"]) == .response(.null))
+
+                    // Writes (and scripts) wait while Redis is paused; the worker gives up on
+                    // each after its command timeout.
+                    try redis.command(["CLIENT", "PAUSE", "60000", "WRITE"])
+                    try await alice.client.close()
+                    for space in ["chat", "cursors", "messaging"] {
+                        try await cluster.logs.first("cleanup of \(space) failed", timeout: .seconds(30)) {
+                            $0.message == "state cleanup failed; retrying once the state answers" && $0.metadata["space"] == space
+                        }
+                    }
+                    try redis.command(["CLIENT", "UNPAUSE"])
+
+                    let left = try await bob.next("chat", timeout: .seconds(15))
+                    #expect(left["type"] == "presence" && left["status"] == "left" && left["from"] == "alice", "\(left)")
+                    #expect(left["channel"] == channel, "\(left)")
+                    let removed = try await bob.next("cursors", timeout: .seconds(15))
+                    #expect(removed["type"] == "cursorRemoved", "\(removed)")
+                    #expect(removed["cursor"] == ["publicHandle": .int(handle), "document": document])
+                    #expect(try await bob.call("messaging", "listParticipants", [:]) == .response([]))
+                    #expect(try await bob.call("messaging", "registerParticipant", ["name": "Dave"]) == .response(.null))
+                    #expect(try await bob.call("chat", "join", ["channel": channel]) == .error("Already joined"))
+                    try await bob.expectNoNotification("chat")
+                }
+            }
+        }
     }
 }
 
