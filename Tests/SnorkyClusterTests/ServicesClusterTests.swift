@@ -345,6 +345,25 @@ extension ClusterTests {
             }
         }
 
+        /// bob joins `channel` and `document`, then alice joins both and creates a cursor:
+        /// bob sees her `joined` and her `cursorAdded`. Returns the cursor's public handle.
+        private static func aliceJoinsBob(
+            _ alice: ServiceClient, _ bob: ServiceClient, channel: JSON, document: JSON
+        ) async throws -> Int64 {
+            #expect(try await bob.call("chat", "join", ["channel": channel]) == .response(["members": ["bob"]]))
+            #expect(try await bob.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
+            #expect(try await alice.call("chat", "join", ["channel": channel]) == .response(["members": ["alice", "bob"]]))
+            let joined = try await bob.next("chat")
+            #expect(joined["status"] == "joined" && joined["from"] == "alice", "\(joined)")
+            #expect(try await alice.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
+            let created = try await alice.call(
+                "cursors", "createCursor", ["privateHandle": 7, "document": document, "position": 1, "status": "here"])
+            let handle = try #require(created.responseData?.int64Value, "createCursor: \(created)")
+            let added = try await bob.next("cursors")
+            #expect(added["type"] == "cursorAdded" && added["cursor"]?["publicHandle"] == .int(handle), "\(added)")
+            return handle
+        }
+
         /// `kill -9` of a worker: the other worker's clients see its chat presence `left` and
         /// its cursors `cursorRemoved` within 10 s, and its participant names become free.
         @Test func killedWorkersPresenceCursorsAndNamesAreReaped() async throws {
@@ -361,18 +380,7 @@ extension ClusterTests {
                     let document: JSON = "doomed-doc"
                     let victim = try #require(cluster.workerPIDs[victimSlot])
 
-                    #expect(try await bob.call("chat", "join", ["channel": channel]) == .response(["members": ["bob"]]))
-                    #expect(try await bob.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
-                    #expect(
-                        try await alice.call("chat", "join", ["channel": channel]) == .response(["members": ["alice", "bob"]]))
-                    let joined = try await bob.next("chat")
-                    #expect(joined["status"] == "joined" && joined["from"] == "alice", "\(joined)")
-                    #expect(try await alice.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
-                    let created = try await alice.call(
-                        "cursors", "createCursor", ["privateHandle": 7, "document": document, "position": 1, "status": "here"])
-                    let handle = try #require(created.responseData?.int64Value, "createCursor: \(created)")
-                    let added = try await bob.next("cursors")
-                    #expect(added["type"] == "cursorAdded" && added["cursor"]?["publicHandle"] == .int(handle), "\(added)")
+                    let handle = try await Self.aliceJoinsBob(alice, bob, channel: channel, document: document)
                     // alice is also in "#both" through a second connection on the surviving worker:
                     // the kill must not make her leave it.
                     let (survivingClient, survivingSlot) = try await placer.connect(token: aliceToken, onSlot: bobSlot)
@@ -440,18 +448,7 @@ extension ClusterTests {
                     let channel: JSON = "#partitioned"
                     let document: JSON = "partitioned-doc"
 
-                    #expect(try await bob.call("chat", "join", ["channel": channel]) == .response(["members": ["bob"]]))
-                    #expect(try await bob.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
-                    #expect(
-                        try await alice.call("chat", "join", ["channel": channel]) == .response(["members": ["alice", "bob"]]))
-                    let joined = try await bob.next("chat")
-                    #expect(joined["status"] == "joined" && joined["from"] == "alice", "\(joined)")
-                    #expect(try await alice.call("cursors", "join", ["document": document]) == .response(["cursors": []]))
-                    let created = try await alice.call(
-                        "cursors", "createCursor", ["privateHandle": 1, "document": document, "position": 1, "status": "here"])
-                    let handle = try #require(created.responseData?.int64Value, "createCursor: \(created)")
-                    let added = try await bob.next("cursors")
-                    #expect(added["type"] == "cursorAdded", "\(added)")
+                    let handle = try await Self.aliceJoinsBob(alice, bob, channel: channel, document: document)
                     #expect(try await alice.call("messaging", "registerParticipant", ["name": "Dave"]) == .response(.null))
 
                     // Writes (and scripts) wait while Redis is paused; the worker gives up on
